@@ -1,0 +1,100 @@
+"""Run folders, rank-0 logging, tqdm progress bars and the per-run ``metrics.jsonl``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+from shared.errors import TrainingError
+
+T = TypeVar("T")
+
+
+def get_logger(name: str, rank: int = 0, level: int = logging.INFO) -> logging.Logger:
+    """A logger that prints on rank 0 only (other ranks log warnings and errors)."""
+    logger = logging.getLogger(name)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level if rank == 0 else logging.WARNING)
+    return logger
+
+
+def progress(
+    iterable: Iterable[T], desc: str = "", total: int | None = None, rank: int = 0, leave: bool = False
+) -> Iterator[T]:
+    """A tqdm bar, shown only on rank 0 and only when stderr is a terminal."""
+    disable = rank != 0 or not sys.stderr.isatty()
+    return iter(tqdm(iterable, desc=desc, total=total, disable=disable, leave=leave, dynamic_ncols=True))
+
+
+def make_run_dir(root: str | Path, paper: str, experiment: str) -> Path:
+    """Create ``<root>/<paper>/<experiment>/<timestamp>/`` (a numeric suffix keeps it unique)."""
+    base = Path(root) / paper / experiment
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = base / stamp
+    n = 1
+    while run_dir.exists():
+        run_dir = base / f"{stamp}-{n}"
+        n += 1
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def latest_run_dir(root: str | Path, paper: str, experiment: str) -> Path:
+    """The newest run folder of an experiment holding ``last.pt`` (what ``--resume`` continues)."""
+    base = Path(root) / paper / experiment
+    runs = sorted(p for p in base.glob("*") if (p / "last.pt").is_file()) if base.is_dir() else []
+    if not runs:
+        raise TrainingError(f"nothing to resume: no run with last.pt under {base}; start without --resume")
+    return max(runs, key=lambda p: (p / "last.pt").stat().st_mtime)
+
+
+class MetricsLog:
+    """Appends one JSON object per logged step/epoch to ``metrics.jsonl`` (rank 0 only).
+
+    On resume the file is truncated to the records up to the resumed step, so that a killed-and-resumed
+    run ends with exactly the lines of an uninterrupted one.
+    """
+
+    def __init__(self, path: str | Path, rank: int = 0, resume_step: int | None = None):
+        self.path = Path(path)
+        self.enabled = rank == 0
+        if self.enabled and resume_step is not None and self.path.is_file():
+            kept = [r for r in read_metrics(self.path) if r.get("step", -1) <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record, default=float) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl``; a torn last line (killed mid-write) is dropped."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def check_finite(loss: float, step: int, what: str = "loss") -> None:
+    """Stop training with a clear message when ``loss`` is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise TrainingError(
+            f"{what} became {loss} at step {step}; lower the learning rate or check the inputs for NaN"
+        )
