@@ -1,0 +1,1 @@
+"""Retro-FPN (ICCV 2023): not implemented yet; see retrofpn/README.md."""

@@ -1,0 +1,1 @@
+"""The thin project layer: config, seeding, checkpoints, logging, metrics, distributed, reports."""
