@@ -1,0 +1,452 @@
+"""INFNet: A Task-aware Information Flow Network for large-scale recommendation (arXiv 2508.11565, v1).
+
+Modules and the paper's equations (section 3 of v1; symbols as in ``shared/papers/infnet.md``):
+
+- ``FeatureEmbedding``      feature tokenization: categorical tokens C = [E_j x_j] in R^{M x d}, one table
+                            per field; sequence tokens S in R^{L x d}, L = sum_a n_a, one table per behaviour,
+                            with a key mask (id 0 = padding). Shared with every baseline.
+- ``CategoricalProxies``    C~ = Reshape(phi_cat(Flatten(C))) in R^{m x d}.
+- ``SequenceProxies``       S~_a = sum_t phi_seq(s_{a,t}) (one per behaviour), or k learned pooled proxies.
+- ``CrossAttention``        CA(Q, K, V) = softmax(Q W_Q (K W_K)^T / sqrt(d_k)) V W_V, multi-head, key masks.
+- ``ProxyGatedUnit``        PGU(X, X~) = X * sigmoid(MLP(Flatten(X~))), the gate broadcast over the n tokens.
+- ``InfnetBlock``           one block: heterogeneous flow (the eight CAs) then homogeneous flow (three PGUs):
+                              C~' = CA(C~, S) + CA(C~, T)      S~' = CA(S~, C) + CA(S~, T)
+                              T~' = CA(T~, C) + CA(T~, S)      T^  = CA(T, C)  + CA(T, S)
+                              C'  = PGU(C, C~)   S' = PGU(S, S~)   T' = PGU(T^, T~)
+- ``INFNet``                tokens -> N blocks -> y_i = sigmoid(MLP_i(T_i^(N))); loss = sum_i lambda_i BCE_i.
+
+Cost is linear in L: the queries of every attention are the few proxies / task tokens, never the L sequence
+tokens, and the PGU gate is one vector per sample broadcast over the tokens.
+
+Deviations (each is a ``ModelConfig`` option; defaults in brackets; see infnet/README.md):
+
+- residual [on]: the prose mentions residual connections, the equations have none. When on, the
+  heterogeneous update is added to the proxies / task tokens (X' = X + sum of CAs); PGU is never residual.
+- norm [layernorm]: LayerNorm on the queries and keys/values entering each CA (pre-norm) and on the final
+  task tokens; not stated in the paper.
+- gate_uses [layer_l]: the equations gate with the layer-l proxies, the prose with the freshly updated
+  (layer l+1) ones.
+- n_heads [2], n_blocks [2]: not stated. Each of the eight CAs has its own weights (sharing not stated).
+- seq_proxy_mode [per_behaviour]: the equations give one proxy per behaviour (sum pooling); section 4.4
+  tests 2/4/8 "sequential proxies", which we read as k learned attention-pooled proxies ("k").
+- phi_cat is a one-hidden-layer MLP, phi_seq a linear map (depths not given); side attributes of sequence
+  positions are not merged (not stated); sequences carry no positional embedding (not mentioned).
+- w/o cross-attention: without CA the task tokens would never see the features, so each CA(Q, K, K) is
+  replaced by the parameter-free masked mean of K (uniform attention, no projections).
+- w/o task tokens: no task tokens and no CA/PGU involving them; each tower reads the flattened final shared
+  task tokens T~^(N).
+- A CA whose keys are all padding (an empty history) outputs zeros rather than NaN.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from infnet.config import ModelConfig
+from shared.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from infnet.data import FeatureSpec
+
+
+def mlp(dims: list[int], dropout: float = 0.0, last_activation: bool = True) -> nn.Sequential:
+    """Linear-ReLU(-Dropout) stack through ``dims`` (``dims[0]`` is the input width)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2 or last_activation:
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class TaskTowers(nn.Module):
+    """One MLP per task on its own input: (B, T, d_in) -> logits (B, T)."""
+
+    def __init__(self, n_tasks: int, d_in: int, dims: list[int], dropout: float):
+        super().__init__()
+        self.towers = nn.ModuleList(
+            nn.Sequential(mlp([d_in, *dims], dropout), nn.Linear(dims[-1] if dims else d_in, 1))
+            for _ in range(n_tasks)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, d_in)
+        return torch.cat([tower(x[:, i]) for i, tower in enumerate(self.towers)], dim=-1)  # (B, T)
+
+
+class FeatureEmbedding(nn.Module):
+    """Categorical tokens (one table per field) and sequence tokens (one table per behaviour).
+
+    Returns ``C`` (B, M, d), the list of per-behaviour tokens ``S_a`` (B, n_a, d) with their masks
+    (B, n_a) (True = a real item), padding positions zeroed so no pooling can see them.
+    """
+
+    def __init__(self, spec: FeatureSpec, d: int):
+        super().__init__()
+        self.cat_tables = nn.ModuleList(nn.Embedding(f.vocab_size, d) for f in spec.categorical)
+        self.seq_tables = nn.ModuleList(nn.Embedding(f.vocab_size, d, padding_idx=0) for f in spec.sequences)
+        self.cat_vocab = [f.vocab_size for f in spec.categorical]
+        self.seq_vocab = [f.vocab_size for f in spec.sequences]
+        self.cat_names = [f.name for f in spec.categorical]
+        self.seq_names = [f.name for f in spec.sequences]
+        for table in [*self.cat_tables, *self.seq_tables]:
+            nn.init.normal_(table.weight, std=0.05)
+
+    def check_ids(self, cat: torch.Tensor, seq: list[torch.Tensor]) -> None:
+        """A batch that does not match the feature spec -> DataError naming the field."""
+        if cat.dim() != 2 or cat.shape[1] != len(self.cat_tables):
+            raise DataError(
+                f"batch['cat'] has shape {tuple(cat.shape)}; the feature spec has {len(self.cat_tables)} "
+                "categorical fields (B, M): re-run the data preparation or fix the feature config"
+            )
+        if len(seq) != len(self.seq_tables):
+            raise DataError(
+                f"batch['seq'] has {len(seq)} sequences; the feature spec has {len(self.seq_tables)}"
+            )
+        for ids, name in zip(seq, self.seq_names):
+            if ids.dim() != 2 or ids.shape[0] != cat.shape[0]:
+                raise DataError(f"sequence '{name}' has shape {tuple(ids.shape)}; expected (B, n_a)")
+        if cat.shape[0] == 0:
+            return
+        # per-field (min, max) ids with one device sync
+        lo = [cat.amin(0)] + [s.amin().view(1) if s.numel() else s.new_zeros(1) for s in seq]
+        hi = [cat.amax(0)] + [s.amax().view(1) if s.numel() else s.new_zeros(1) for s in seq]
+        lo, hi = torch.cat(lo).tolist(), torch.cat(hi).tolist()
+        names, vocabs = self.cat_names + self.seq_names, self.cat_vocab + self.seq_vocab
+        for name, vocab, a, b in zip(names, vocabs, lo, hi):
+            if a < 0 or b >= vocab:
+                raise DataError(
+                    f"field '{name}': ids must be in [0, {vocab}) (the vocabulary of the prepared data), "
+                    f"got [{a}, {b}]; re-run the data preparation"
+                )
+
+    def forward(
+        self, cat: torch.Tensor, seq: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        self.check_ids(cat, seq)
+        C = torch.stack([table(cat[:, j]) for j, table in enumerate(self.cat_tables)], dim=1)  # (B, M, d)
+        S, masks = [], []
+        for table, ids in zip(self.seq_tables, seq):
+            mask = ids != 0  # (B, n_a)
+            S.append(table(ids) * mask.unsqueeze(-1))  # (B, n_a, d)
+            masks.append(mask)
+        return C, S, masks
+
+
+class CategoricalProxies(nn.Module):
+    """C~ = Reshape(phi_cat(Flatten(C))): (B, M, d) -> (B, m, d)."""
+
+    def __init__(self, n_fields: int, d: int, m: int, hidden: int):
+        super().__init__()
+        self.m, self.d = m, d
+        self.phi_cat = nn.Sequential(nn.Linear(n_fields * d, hidden), nn.ReLU(), nn.Linear(hidden, m * d))
+
+    def forward(self, C: torch.Tensor) -> torch.Tensor:
+        return self.phi_cat(C.flatten(1)).view(-1, self.m, self.d)  # (B, m, d)
+
+
+class SequenceProxies(nn.Module):
+    """Sequence proxies from a shared projection phi_seq of every sequence token.
+
+    ``per_behaviour``: S~_a = pool_t phi_seq(s_{a,t}) over the real positions of behaviour a -> (B, F, d).
+    ``k``: k learned queries attention-pool phi_seq(S) over all L real tokens -> (B, k, d).
+    """
+
+    def __init__(self, d: int, mode: str, n_proxies: int, pool: str):
+        super().__init__()
+        self.mode, self.pool = mode, pool
+        self.phi_seq = nn.Linear(d, d)
+        if mode == "k":
+            self.pool_queries = nn.Parameter(torch.randn(n_proxies, d) * d**-0.5)
+
+    def forward(self, S: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
+        if self.mode == "per_behaviour":
+            proxies = []
+            for S_a, mask in zip(S, masks):
+                m = mask.unsqueeze(-1).to(S_a.dtype)  # (B, n_a, 1)
+                pooled = (self.phi_seq(S_a) * m).sum(1)  # (B, d)
+                if self.pool == "mean":
+                    pooled = pooled / m.sum(1).clamp(min=1)
+                proxies.append(pooled)
+            return torch.stack(proxies, dim=1)  # (B, F, d)
+        H = self.phi_seq(torch.cat(S, dim=1))  # (B, L, d)
+        mask = torch.cat(masks, dim=1)  # (B, L)
+        has_item = mask.any(dim=1, keepdim=True)  # (B, 1); an empty history gives zero proxies, not NaN
+        logits = torch.einsum("kd,bld->bkl", self.pool_queries, H)  # (B, k, L)
+        logits = logits.masked_fill(~(mask | ~has_item).unsqueeze(1), float("-inf"))
+        w = torch.softmax(logits, dim=-1) * has_item.unsqueeze(-1).to(H.dtype)
+        return torch.einsum("bkl,bld->bkd", w, H)  # (B, k, d)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head CA(Q, K, V=K) with a key mask; a query whose keys are all masked gets zeros."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.h = n_heads
+        self.w_q, self.w_k, self.w_v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.w_o = nn.Linear(d, d)
+        self.dropout = dropout
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, n_q, d = q.shape
+        n_k = kv.shape[1]
+        Q = self.w_q(q).view(B, n_q, self.h, -1).transpose(1, 2)  # (B, h, n_q, d_k)
+        K = self.w_k(kv).view(B, n_k, self.h, -1).transpose(1, 2)  # (B, h, n_k, d_k)
+        V = self.w_v(kv).view(B, n_k, self.h, -1).transpose(1, 2)  # (B, h, n_k, d_k)
+        attn_mask = None
+        if mask is not None:
+            has_key = mask.any(dim=1)  # (B,)
+            # rows without any key attend to everything (finite) and are zeroed below: no NaN
+            attn_mask = (mask | ~has_key.unsqueeze(1))[:, None, None, :]  # (B, 1, 1, n_k)
+        out = F.scaled_dot_product_attention(
+            Q, K, V, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, h, n_q, d_k)
+        out = self.w_o(out.transpose(1, 2).reshape(B, n_q, d))  # (B, n_q, d)
+        if mask is not None:
+            out = out * has_key.view(B, 1, 1).to(out.dtype)
+        return out
+
+
+def masked_mean(kv: torch.Tensor, mask: torch.Tensor | None, n_q: int) -> torch.Tensor:
+    """The w/o-cross-attention stand-in for CA(Q, K, K): the mean of the real keys, for each of n_q queries."""
+    if mask is None:
+        pooled = kv.mean(1)
+    else:
+        m = mask.unsqueeze(-1).to(kv.dtype)  # (B, n_k, 1)
+        pooled = (kv * m).sum(1) / m.sum(1).clamp(min=1)
+    return pooled.unsqueeze(1).expand(-1, n_q, -1)  # (B, n_q, d)
+
+
+class ProxyGatedUnit(nn.Module):
+    """PGU(X, X~) = X * sigmoid(MLP(Flatten(X~))): the gate (B, 1, d) is broadcast over X's n tokens."""
+
+    def __init__(self, n_proxies: int, d: int, hidden: int):
+        super().__init__()
+        self.gate = nn.Sequential(nn.Linear(n_proxies * d, hidden), nn.ReLU(), nn.Linear(hidden, d))
+
+    def forward(self, x: torch.Tensor, proxies: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.gate(proxies.flatten(1))).unsqueeze(1)  # (B, n, d)
+
+
+class InfnetBlock(nn.Module):
+    """One INFNet block: the heterogeneous flow (cross-attentions, proxies as queries), then the
+    homogeneous flow (type-specific PGUs). Switches: task tokens, PGU, cross-attention (Table 3).
+
+    A block builds only the parts whose output reaches the towers (``BlockPlan``): e.g. the categorical and
+    sequence tokens updated by the last block would be discarded, so the last block has no PGU for them.
+    """
+
+    def __init__(self, cfg: ModelConfig, plan: BlockPlan, n_cat_proxies: int, n_seq_proxies: int):
+        super().__init__()
+        d, has_t = cfg.embed_dim, cfg.use_task_tokens
+        self.cfg, self.plan = cfg, plan
+        # (query type, key type) of the CAs: C~<-S, C~<-T, S~<-C, S~<-T, T~<-C, T~<-S, T<-C, T<-S
+        pairs = []
+        if plan.update_cat_seq_proxies:
+            pairs += ["cp_s", "sp_c"] + (["cp_t", "sp_t"] if has_t else [])
+        if plan.update_shared:
+            pairs += ["tp_c", "tp_s"]
+        if has_t:
+            pairs += ["t_c", "t_s"]
+        self.pairs = pairs
+        if cfg.use_cross_attention:
+            self.cross = nn.ModuleDict({p: CrossAttention(d, cfg.n_heads, cfg.dropout) for p in pairs})
+        if cfg.norm == "layernorm":
+            # pre-norm of every CA input; the mean stand-in of w/o cross-attention ignores its queries
+            names = {"cp": "Cp", "sp": "Sp", "tp": "Tp", "t": "T", "c": "C", "s": "S"}
+            parts = [
+                part
+                for p in pairs
+                for part in (p.split("_") if cfg.use_cross_attention else p.split("_")[1:])
+            ]
+            self.norms = nn.ModuleDict({names[t]: nn.LayerNorm(d) for t in sorted(set(parts))})
+        if plan.gate_cat_seq:
+            self.pgu_cat = ProxyGatedUnit(n_cat_proxies, d, cfg.gate_hidden)
+            self.pgu_seq = ProxyGatedUnit(n_seq_proxies, d, cfg.gate_hidden)
+        if cfg.use_pgu and has_t:
+            self.pgu_task = ProxyGatedUnit(cfg.n_shared_task_tokens, d, cfg.gate_hidden)
+
+    def _norm(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return self.norms[name](x) if self.cfg.norm == "layernorm" and name in self.norms else x
+
+    def _ca(self, pair: str, q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.cfg.use_cross_attention:
+            return self.cross[pair](q, kv, mask)
+        return masked_mean(kv, mask, q.shape[1])
+
+    def forward(
+        self,
+        C: torch.Tensor,  # (B, M, d) categorical tokens
+        S: torch.Tensor,  # (B, L, d) sequence tokens
+        s_mask: torch.Tensor,  # (B, L) True = real item
+        T: torch.Tensor | None,  # (B, N_task, d) task tokens, None without task tokens
+        Cp: torch.Tensor | None,  # (B, m, d) categorical proxies C~
+        Sp: torch.Tensor | None,  # (B, F or k, d) sequence proxies S~
+        Tp: torch.Tensor | None,  # (B, N_s, d) shared task tokens T~
+    ) -> tuple[torch.Tensor | None, ...]:
+        """Returns the layer-(l+1) (C, S, T, C~, S~, T~); a part this block does not build is None."""
+        plan, res, n = self.plan, self.cfg.residual, self._norm
+        late = self.cfg.gate_uses == "layer_l_plus_1"
+        c, s = n("C", C), n("S", S)
+        t = n("T", T) if T is not None else None
+        # heterogeneous flow: every right-hand side uses layer-l tokens
+        Cp1 = Sp1 = Tp1 = T1 = None
+        if plan.update_cat_seq_proxies:
+            cp, sp = n("Cp", Cp), n("Sp", Sp)
+            Cp1 = self._ca("cp_s", cp, s, s_mask)
+            Sp1 = self._ca("sp_c", sp, c, None)
+            if t is not None:
+                Cp1 = Cp1 + self._ca("cp_t", cp, t, None)
+                Sp1 = Sp1 + self._ca("sp_t", sp, t, None)
+            Cp1, Sp1 = (Cp + Cp1, Sp + Sp1) if res else (Cp1, Sp1)
+        if plan.update_shared:
+            tp = n("Tp", Tp)
+            Tp1 = self._ca("tp_c", tp, c, None) + self._ca("tp_s", tp, s, s_mask)
+            Tp1 = Tp + Tp1 if res else Tp1
+        if t is not None:
+            T1 = self._ca("t_c", t, c, None) + self._ca("t_s", t, s, s_mask)  # T^ (B, N_task, d)
+            T1 = T + T1 if res else T1
+        # homogeneous flow: one gate per token type from that type's proxies, broadcast over its tokens
+        C1, S1 = (C, S) if not self.cfg.use_pgu else (None, None)
+        if plan.gate_cat_seq:
+            C1 = self.pgu_cat(C, Cp1 if late else Cp)
+            S1 = self.pgu_seq(S, Sp1 if late else Sp)  # padded rows of S are zero and stay zero
+        if self.cfg.use_pgu and T1 is not None:
+            T1 = self.pgu_task(T1, Tp1 if late else Tp)
+        return C1, S1, T1, Cp1, Sp1, Tp1
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """Which outputs of block l reach the towers (everything else would get no gradient)."""
+
+    update_cat_seq_proxies: bool  # compute C~', S~'
+    gate_cat_seq: bool  # compute C' = PGU(C, .), S' = PGU(S, .)
+    update_shared: bool  # compute T~'
+
+
+def block_plans(cfg: ModelConfig) -> list[BlockPlan]:
+    """Trace the data flow backwards from the towers.
+
+    C, S of layer l+1 are read by block l+1 only, so the last block does not gate them. C~, S~ only gate C, S:
+    with ``gate_uses=layer_l_plus_1`` block l's updated proxies gate block l's tokens; with the equations'
+    ``layer_l`` they gate block l+1's, so the proxies updated in the last two blocks are never used (at
+    N = 2 the whole C~/S~ update is dead). T~ gates T (or is read by the towers without task tokens).
+    """
+    n, late, has_t = cfg.n_blocks, cfg.gate_uses == "layer_l_plus_1", cfg.use_task_tokens
+    plans = []
+    for layer in range(n):
+        gate = cfg.use_pgu and layer < n - 1
+        update = gate if late else cfg.use_pgu and layer < n - 2
+        if not has_t:
+            shared = True
+        else:
+            shared = cfg.use_pgu and (late or layer < n - 1)
+        plans.append(BlockPlan(update, gate, shared))
+    return plans
+
+
+class INFNet(nn.Module):
+    """Tokens and proxies -> N blocks -> per-task towers on the final task tokens -> logits (B, N_task)."""
+
+    def __init__(self, spec: FeatureSpec, cfg: ModelConfig):
+        super().__init__()
+        validate_model_config(cfg, spec)
+        d, n_tasks = cfg.embed_dim, len(spec.tasks)
+        self.cfg = cfg
+        self.plans = block_plans(cfg)
+        self.embedding = FeatureEmbedding(spec, d)
+        n_seq_proxies = len(spec.sequences) if cfg.seq_proxy_mode == "per_behaviour" else cfg.n_seq_proxies
+        # C~, S~ exist only when some block gates C, S (without PGU they could not reach the task tokens)
+        self.use_cat_seq_proxies = any(p.gate_cat_seq for p in self.plans)
+        if self.use_cat_seq_proxies:
+            self.cat_proxies = CategoricalProxies(
+                len(spec.categorical), d, cfg.n_cat_proxies, cfg.proxy_hidden
+            )
+            self.seq_proxies = SequenceProxies(d, cfg.seq_proxy_mode, cfg.n_seq_proxies, cfg.seq_pool)
+        self.use_shared = cfg.use_pgu or not cfg.use_task_tokens
+        if self.use_shared:
+            self.shared_task_tokens = nn.Parameter(torch.randn(cfg.n_shared_task_tokens, d) * 0.05)  # T~
+        if cfg.use_task_tokens:
+            self.task_tokens = nn.Parameter(torch.randn(n_tasks, d) * 0.05)  # T
+        self.blocks = nn.ModuleList(InfnetBlock(cfg, p, cfg.n_cat_proxies, n_seq_proxies) for p in self.plans)
+        self.final_norm = nn.LayerNorm(d) if cfg.norm == "layernorm" else nn.Identity()
+        d_tower = d if cfg.use_task_tokens else cfg.n_shared_task_tokens * d
+        self.towers = TaskTowers(n_tasks, d_tower, cfg.tower_dims, cfg.dropout)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        C, S_list, masks = self.embedding(batch["cat"], batch["seq"])
+        B = C.shape[0]
+        Cp = Sp = Tp = T = None
+        if self.use_cat_seq_proxies:
+            Cp = self.cat_proxies(C)  # (B, m, d)
+            Sp = self.seq_proxies(S_list, masks)  # (B, F or k, d)
+        S, s_mask = torch.cat(S_list, dim=1), torch.cat(masks, dim=1)  # (B, L, d), (B, L)
+        if self.use_shared:
+            Tp = self.shared_task_tokens.expand(B, -1, -1)  # (B, N_s, d)
+        if self.cfg.use_task_tokens:
+            T = self.task_tokens.expand(B, -1, -1)  # (B, N_task, d)
+        for block in self.blocks:
+            C, S, T, Cp, Sp, Tp = block(C, S, s_mask, T, Cp, Sp, Tp)
+        if T is not None:
+            out = self.final_norm(T)  # (B, N_task, d): tower i reads task token i
+        else:
+            n_tasks = len(self.towers.towers)
+            out = self.final_norm(Tp).flatten(1).unsqueeze(1).expand(-1, n_tasks, -1)  # (B, N_task, N_s d)
+        return self.towers(out)  # (B, N_task) logits
+
+
+def validate_model_config(cfg: ModelConfig, spec: FeatureSpec) -> None:
+    """Impossible settings -> ConfigError naming the key (shared by INFNet and the baselines)."""
+    positive = ["embed_dim", "n_blocks", "n_heads", "n_cat_proxies", "n_seq_proxies", "n_shared_task_tokens"]
+    positive += ["proxy_hidden", "gate_hidden", "n_experts", "n_task_experts", "ple_levels"]
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"model.{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.embed_dim % cfg.n_heads:
+        raise ConfigError(
+            f"model.embed_dim ({cfg.embed_dim}) must be divisible by model.n_heads ({cfg.n_heads})"
+        )
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
+    if not spec.categorical or not spec.tasks:
+        raise ConfigError("the feature spec needs at least one categorical field and one task")
+    if cfg.name == "infnet" and not spec.sequences:
+        raise ConfigError("INFNet needs at least one behaviour sequence in the feature config")
+
+
+def multitask_loss(
+    logits: torch.Tensor, labels: torch.Tensor, weights: list[float] | None = None
+) -> torch.Tensor:
+    """sum_i lambda_i BCE_i(logits[:, i], labels[:, i]), lambda_i = 1 by default (paper)."""
+    per_task = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0)  # (T,)
+    if weights:
+        if len(weights) != per_task.numel():
+            raise ConfigError(
+                f"train.loss_weights has {len(weights)} values; the data has {per_task.numel()} tasks"
+            )
+        per_task = per_task * torch.tensor(weights, dtype=per_task.dtype, device=per_task.device)
+    return per_task.sum()
+
+
+def build_model(spec: FeatureSpec, cfg: ModelConfig) -> nn.Module:
+    """INFNet or one of the baselines by ``cfg.name``."""
+    if cfg.name == "infnet":
+        return INFNet(spec, cfg)
+    from infnet.baselines import BASELINES
+
+    if cfg.name not in BASELINES:
+        raise ConfigError(f"model.name '{cfg.name}' is unknown; choose infnet or one of {sorted(BASELINES)}")
+    return BASELINES[cfg.name](spec, cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

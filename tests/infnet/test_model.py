@@ -1,0 +1,254 @@
+"""INFNet: shapes, masks, reference paths, ablation switches, determinism, overfitting, bad inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from infnet.config import ModelConfig
+from infnet.model import (
+    CrossAttention,
+    INFNet,
+    ProxyGatedUnit,
+    SequenceProxies,
+    block_plans,
+    build_model,
+    multitask_loss,
+)
+from shared.errors import ConfigError, DataError
+from tests.infnet.model_helpers import pad_more, random_batch, tiny_spec
+
+VARIANTS = {
+    "default": {},
+    "equations": {"gate_uses": "layer_l", "residual": False, "norm": "none", "n_blocks": 3},
+    "k_proxies": {"seq_proxy_mode": "k", "n_seq_proxies": 2, "seq_pool": "mean"},
+    "no_task_tokens": {"use_task_tokens": False},
+    "no_pgu": {"use_pgu": False},
+    "no_cross_attention": {"use_cross_attention": False},
+    "one_block": {"n_blocks": 1, "n_heads": 4},
+}
+
+
+def make(**kw) -> INFNet:
+    torch.manual_seed(0)
+    return INFNet(tiny_spec(), ModelConfig(embed_dim=16, **kw))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_shapes_and_every_parameter_gets_a_gradient(variant):
+    model = make(**VARIANTS[variant])
+    batch = random_batch(tiny_spec(), 8)
+    logits = model(batch)
+    assert logits.shape == (8, 2)
+    multitask_loss(logits, batch["labels"]).backward()
+    # only parts that reach the towers are built: DDP needs no find_unused_parameters
+    unused = [n for n, p in model.named_parameters() if p.grad is None]
+    assert unused == []
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_padding_positions_cannot_change_outputs(variant):
+    model = make(**VARIANTS[variant]).eval()
+    batch = random_batch(tiny_spec(), 8)
+    ref = model(batch)
+    # more padding (on both sides of the real items)
+    padded = pad_more(batch)
+    padded["seq"] = [torch.cat([torch.zeros_like(s[:, :3]), s], dim=1) for s in padded["seq"]]
+    torch.testing.assert_close(model(padded), ref, rtol=1e-5, atol=1e-6)
+    # garbage in the padding embedding rows
+    with torch.no_grad():
+        for table in model.embedding.seq_tables:
+            table.weight[0] = torch.randn_like(table.weight[0]) * 100
+    torch.testing.assert_close(model(batch), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_real_history_does_change_outputs():
+    model = make().eval()
+    batch = random_batch(tiny_spec(), 8)
+    other = dict(batch, seq=[s.clone() for s in batch["seq"]])
+    other["seq"][0][batch["seq"][0] != 0] = 1  # replace every real item by item 1
+    assert not torch.allclose(model(batch), model(other))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_empty_histories_give_finite_outputs_and_gradients(variant):
+    model = make(**VARIANTS[variant])
+    batch = random_batch(tiny_spec(), 4)
+    batch["seq"] = [torch.zeros_like(s) for s in batch["seq"]]
+    logits = model(batch)
+    assert torch.isfinite(logits).all()
+    multitask_loss(logits, batch["labels"]).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def reference_cross_attention(ca: CrossAttention, q, kv, mask):
+    """Per-sample, per-head loop over the real keys only (the obviously correct slow path)."""
+    B, n_q, d = q.shape
+    h, dk = ca.h, d // ca.h
+    out = torch.zeros(B, n_q, d)
+    for b in range(B):
+        keys = kv[b][mask[b]] if mask is not None else kv[b]
+        if keys.shape[0] == 0:
+            continue
+        Q, K, V = ca.w_q(q[b]), ca.w_k(keys), ca.w_v(keys)
+        heads = []
+        for i in range(h):
+            sl = slice(i * dk, (i + 1) * dk)
+            att = torch.softmax(Q[:, sl] @ K[:, sl].T / math.sqrt(dk), dim=-1)
+            heads.append(att @ V[:, sl])
+        out[b] = ca.w_o(torch.cat(heads, dim=-1))
+    return out
+
+
+def test_cross_attention_matches_reference_loop():
+    torch.manual_seed(0)
+    ca = CrossAttention(16, 4, 0.0).eval()
+    q, kv = torch.randn(5, 3, 16), torch.randn(5, 9, 16)
+    mask = torch.rand(5, 9) > 0.4
+    mask[0] = False  # an empty history
+    out = ca(q, kv, mask)
+    torch.testing.assert_close(out, reference_cross_attention(ca, q, kv, mask), rtol=1e-5, atol=1e-5)
+    assert torch.equal(out[0], torch.zeros(3, 16))
+    torch.testing.assert_close(ca(q, kv), reference_cross_attention(ca, q, kv, None), rtol=1e-5, atol=1e-5)
+
+
+def test_sequence_proxies_and_pgu_match_loops():
+    torch.manual_seed(0)
+    sp = SequenceProxies(8, "per_behaviour", 0, "sum")
+    S = [torch.randn(3, 5, 8), torch.randn(3, 2, 8)]
+    masks = [torch.rand(3, 5) > 0.5, torch.tensor([[True, False], [False, False], [True, True]])]
+    S = [s * m.unsqueeze(-1) for s, m in zip(S, masks)]
+    out = sp(S, masks)
+    for b in range(3):
+        for a in range(2):
+            expected = sp.phi_seq(S[a][b][masks[a][b]]).sum(0)
+            torch.testing.assert_close(out[b, a], expected, rtol=1e-5, atol=1e-6)
+    pgu = ProxyGatedUnit(2, 8, 16)
+    X, P = torch.randn(3, 7, 8), torch.randn(3, 2, 8)
+    gated = pgu(X, P)
+    for b in range(3):
+        gate = torch.sigmoid(pgu.gate(P[b].reshape(-1)))
+        for t in range(7):
+            torch.testing.assert_close(gated[b, t], X[b, t] * gate)
+
+
+def names(model) -> set[str]:
+    return {n for n, _ in model.named_parameters()}
+
+
+def test_ablation_switches_remove_their_part():
+    full, no_t, no_pgu, no_ca = (
+        make(),
+        make(use_task_tokens=False),
+        make(use_pgu=False),
+        make(use_cross_attention=False),
+    )
+    assert "task_tokens" in names(full) and "task_tokens" not in names(no_t)
+    assert not any(".cross.t_" in n or "_t." in n for n in names(no_t))  # no CA touching the task tokens
+    assert any("pgu_" in n for n in names(no_t))  # the other parts stay
+    assert not any("pgu_" in n for n in names(no_pgu)) and any("pgu_" in n for n in names(full))
+    assert not any(isinstance(m, ProxyGatedUnit) for m in no_pgu.modules())
+    assert any(isinstance(m, CrossAttention) for m in no_pgu.modules())
+    assert not any(isinstance(m, CrossAttention) for m in no_ca.modules())
+    assert any(isinstance(m, ProxyGatedUnit) for m in no_ca.modules())
+    for ablated in (no_t, no_pgu, no_ca):
+        assert sum(p.numel() for p in ablated.parameters()) < sum(p.numel() for p in full.parameters())
+
+
+def test_ablated_parts_really_act_in_the_full_model():
+    """Perturbing a part's weights changes the full model's output: each switch removes a part that acts."""
+    batch = random_batch(tiny_spec(), 8)
+    for part in ("cross", "pgu_task"):
+        model = make().eval()
+        ref = model(batch)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if part in n:
+                    p.add_(torch.randn_like(p))
+        assert not torch.allclose(model(batch), ref), part
+    # without task tokens, the towers read the shared task tokens
+    model = make(use_task_tokens=False).eval()
+    ref = model(batch)
+    with torch.no_grad():
+        model.shared_task_tokens.add_(torch.randn_like(model.shared_task_tokens))
+    assert not torch.allclose(model(batch), ref)
+
+
+def test_block_plan_of_the_equations_drops_dead_proxy_updates():
+    plans = block_plans(ModelConfig(n_blocks=2, gate_uses="layer_l"))
+    assert [p.update_cat_seq_proxies for p in plans] == [False, False]
+    assert [p.gate_cat_seq for p in plans] == [True, False]
+    plans = block_plans(ModelConfig(n_blocks=2, gate_uses="layer_l_plus_1"))
+    assert [p.update_cat_seq_proxies for p in plans] == [True, False]
+
+
+def test_seeded_determinism():
+    batch = random_batch(tiny_spec(), 16)
+
+    def run() -> torch.Tensor:
+        model = make(dropout=0.1)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        torch.manual_seed(1)
+        for _ in range(3):
+            loss = multitask_loss(model(batch), batch["labels"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert torch.equal(run(), run())
+
+
+def test_overfits_one_batch():
+    spec = tiny_spec()
+    batch = random_batch(spec, 32, seed=3)
+    model = make()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(150):
+        loss = multitask_loss(model(batch), batch["labels"])
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first
+
+
+def test_loss_weights():
+    logits, labels = torch.randn(6, 2), torch.randint(0, 2, (6, 2)).float()
+    one = multitask_loss(logits[:, :1], labels[:, :1])
+    torch.testing.assert_close(multitask_loss(logits, labels, [1.0, 0.0]), one)
+    with pytest.raises(ConfigError, match="loss_weights"):
+        multitask_loss(logits, labels, [1.0])
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"embed_dim": 10, "n_heads": 4}, "divisible"),
+        ({"n_blocks": 0}, "n_blocks"),
+        ({"dropout": 1.5}, "dropout"),
+        ({"name": "nope"}, "unknown"),
+    ],
+)
+def test_bad_model_config(kw, match):
+    cfg = dataclasses.replace(ModelConfig(), **kw)
+    with pytest.raises(ConfigError, match=match):
+        build_model(tiny_spec(), cfg)
+
+
+def test_bad_batches():
+    model = make()
+    batch = random_batch(tiny_spec(), 4)
+    with pytest.raises(DataError, match="categorical"):
+        model(dict(batch, cat=batch["cat"][:, :2]))
+    with pytest.raises(DataError, match="sequences"):
+        model(dict(batch, seq=batch["seq"][:1]))
+    bad = batch["cat"].clone()
+    bad[0, 1] = 40  # item_id vocabulary is 40
+    with pytest.raises(DataError, match="item_id"):
+        model(dict(batch, cat=bad))
