@@ -38,6 +38,8 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
     except ReproError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        # One line even when a message carries a newline (e.g. text quoted from a parser).
+        message = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0

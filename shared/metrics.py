@@ -68,7 +68,7 @@ def group_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> flo
     labels, scores, groups = np.asarray(labels), np.asarray(scores), np.asarray(groups)
     order = np.argsort(groups, kind="stable")
     labels, scores, groups = labels[order], scores[order], groups[order]
-    bounds = np.flatnonzero(np.diff(groups)) + 1
+    bounds = np.flatnonzero(groups[1:] != groups[:-1]) + 1  # works for string user ids too
     total, weight = 0.0, 0
     for lab, sc in zip(np.split(labels, bounds), np.split(scores, bounds)):
         if lab.size == 0 or lab.min() == lab.max():
@@ -101,6 +101,8 @@ class ConfusionMatrix:
         pred, target = pred[keep], target[keep]
         if target.numel() and (target.min() < 0 or target.max() >= self.num_classes):
             raise ValueError(f"target labels must be in [0, {self.num_classes}) or {self.ignore_index}")
+        if pred.numel() and (pred.min() < 0 or pred.max() >= self.num_classes):
+            raise ValueError(f"predicted labels must be in [0, {self.num_classes})")
         idx = target * self.num_classes + pred
         self.matrix += torch.bincount(idx, minlength=self.num_classes**2).view(self.num_classes, -1)
 
