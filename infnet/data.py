@@ -1,0 +1,217 @@
+"""INFNet data pipeline: feature specs, an in-memory multi-task dataset and a fast batch loader.
+
+The data <-> model interface (fixed):
+
+- ``FeatureSpec``: M categorical fields, F behaviour sequences, T task names and the gAUC group field.
+- ``RecDataset[idx]``: ``idx`` an int (one sample) or a 1-D LongTensor / list (a batch). A batch dict holds
+  ``cat`` (B, M) long, ``seq`` list of F (B, n_a) long (0 = padding), ``labels`` (B, T) float in {0, 1},
+  ``group`` (B,) long and ``index`` (B,) long (row index, for ``gather_in_order``).
+- ``make_loader``: batches by tensor indexing (no per-sample collate), shuffling seeded by (seed, epoch),
+  rank-disjoint shards under DDP.
+- ``load_dataset(DataConfig)`` -> (spec, train, val, test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from shared.distributed import DistInfo
+from shared.errors import DataError
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["movielens100k", "kuairand_pure", "tenrec_qb"] = "movielens100k"
+    root: str = "data/infnet"  # the dataset's files are in <root>/<dataset>/
+    feature_config: str = ""  # YAML feature config; "" = infnet/configs/features/<dataset>.yaml
+    max_rows: int = 0  # keep only the earliest max_rows interactions (0 = all); for quick runs
+    cache: bool = True  # cache the processed tensors in <cache_dir>
+    cache_dir: str = ""  # "" = <root>/<dataset>/processed
+
+
+@dataclass
+class FieldSpec:
+    """One input field after preprocessing."""
+
+    name: str
+    vocab_size: int  # ids are in [0, vocab_size); id 0 is reserved for padding / unknown / OOV
+    max_len: int = 1  # sequences: padded/truncated length n_a; categorical fields: 1
+
+
+@dataclass
+class FeatureSpec:
+    categorical: list[FieldSpec]  # M categorical fields (ids, static attributes, bucketized numerics)
+    sequences: list[FieldSpec]  # F behaviour sequences
+    tasks: list[str]  # task (label) names, e.g. ["click", "like", "long_view"]
+    group_field: str  # the categorical field used for gAUC (user id)
+
+
+class DenseSequence:
+    """A sequence field stored as a padded (N, L) tensor (e.g. the genres of the target item)."""
+
+    def __init__(self, tokens: torch.Tensor):
+        self.tokens = tokens  # (N, L) int32
+
+    @property
+    def max_len(self) -> int:
+        return int(self.tokens.shape[1])
+
+    def gather(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.tokens[idx].long()  # (B, L)
+
+    def subset(self, rows: torch.Tensor) -> DenseSequence:
+        return DenseSequence(self.tokens[rows])
+
+
+class HistorySequence:
+    """A behaviour history stored as pointers into one shared, user-then-time ordered event array.
+
+    Row i's history is ``events[start[i]:end[i]]`` read backwards (most recent first), truncated to
+    ``max_len``. ``end[i]`` excludes every event at or after row i's time, so there is no future leakage.
+    Storing pointers instead of an (N, L) matrix keeps KuaiRand (1.4M rows x several histories) small;
+    ``gather`` builds the (B, L) block for a batch with one vectorised index.
+    """
+
+    def __init__(self, events: torch.Tensor, start: torch.Tensor, end: torch.Tensor, max_len: int):
+        self.events = events  # (E + 1,) int32, events[0] = 0 is a sentinel so empty histories index safely
+        self.start = start  # (N,) int64, first event of the row's user
+        self.end = end  # (N,) int64, one past the last event strictly before the row
+        self._max_len = int(max_len)
+        self._offsets = torch.arange(self._max_len)
+
+    @property
+    def max_len(self) -> int:
+        return self._max_len
+
+    def gather(self, idx: torch.Tensor) -> torch.Tensor:
+        end, start = self.end[idx], self.start[idx]  # (B,)
+        pos = end[:, None] - 1 - self._offsets[None, :]  # (B, L), most recent first
+        valid = pos >= start[:, None]
+        tokens = self.events[pos.clamp_min(0)].long()
+        return tokens.masked_fill_(~valid, 0)
+
+    def subset(self, rows: torch.Tensor) -> HistorySequence:
+        return HistorySequence(self.events, self.start[rows], self.end[rows], self._max_len)
+
+
+SequenceStore = DenseSequence | HistorySequence
+
+
+class RecDataset(torch.utils.data.Dataset):
+    """All tensors in memory; ``ds[batch_indices]`` returns a whole batch with a few tensor indexes."""
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        cat: torch.Tensor,  # (N, M) int32
+        sequences: Sequence[SequenceStore],  # F stores
+        labels: torch.Tensor,  # (N, T) float32
+        group: torch.Tensor,  # (N,) int64
+    ):
+        n = cat.shape[0]
+        if labels.shape[0] != n or group.shape[0] != n:
+            raise DataError(
+                f"RecDataset: row counts differ (cat {n}, labels {labels.shape[0]}, group {group.shape[0]})"
+            )
+        if cat.shape[1] != len(spec.categorical) or len(sequences) != len(spec.sequences):
+            raise DataError("RecDataset: tensors do not match the FeatureSpec (field counts differ)")
+        self.spec = spec
+        self.cat = cat
+        self.sequences = list(sequences)
+        self.labels = labels
+        self.group = group
+
+    def __len__(self) -> int:
+        return int(self.cat.shape[0])
+
+    def __getitem__(self, idx: int | Sequence[int] | torch.Tensor) -> dict:
+        single = isinstance(idx, int)
+        index = torch.as_tensor([idx] if single else idx, dtype=torch.long).reshape(-1)
+        batch = {
+            "cat": self.cat[index].long(),  # (B, M)
+            "seq": [s.gather(index) for s in self.sequences],  # F x (B, n_a)
+            "labels": self.labels[index],  # (B, T)
+            "group": self.group[index],  # (B,)
+            "index": index,  # (B,)
+        }
+        if single:
+            return {k: ([s[0] for s in v] if k == "seq" else v[0]) for k, v in batch.items()}
+        return batch
+
+    def subset(self, rows: torch.Tensor) -> RecDataset:
+        """A dataset of the given rows (sharing the event arrays of the histories)."""
+        return RecDataset(
+            self.spec,
+            self.cat[rows],
+            [s.subset(rows) for s in self.sequences],
+            self.labels[rows],
+            self.group[rows],
+        )
+
+
+def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
+    """Row order of one epoch: a permutation seeded by (seed, epoch) alone, so a resumed run replays it."""
+    if not shuffle:
+        return torch.arange(n)
+    g = torch.Generator()
+    g.manual_seed(int(seed) * 1000 + int(epoch))
+    return torch.randperm(n, generator=g)
+
+
+def shard_indices(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Rank ``rank``'s shard, as ``DistributedSampler`` does it: pad to a multiple of world_size by
+    repeating the first rows, then take every world_size-th row. Shards are disjoint as positions and
+    together cover every row (the few duplicates overwrite themselves in ``gather_in_order``)."""
+    n = order.numel()
+    per_rank = -(-n // world_size)
+    pad = per_rank * world_size - n
+    if pad:
+        order = torch.cat([order, order[:pad].repeat(-(-pad // max(n, 1)))[:pad]])
+    return order[rank::world_size]
+
+
+class BatchLoader:
+    """Iterable of batch dicts; ``len()`` is the number of batches."""
+
+    def __init__(self, dataset: RecDataset, indices: torch.Tensor, batch_size: int, drop_last: bool):
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        self.dataset = dataset
+        self.indices = indices
+        self.batch_size = int(batch_size)
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        n = self.indices.numel()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict]:
+        for b in range(len(self)):
+            yield self.dataset[self.indices[b * self.batch_size : (b + 1) * self.batch_size]]
+
+
+def make_loader(
+    dataset: RecDataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    info: DistInfo | None = None,
+    drop_last: bool = False,
+) -> BatchLoader:
+    """Batches of ``dataset``; shuffled by (seed, epoch); each rank its disjoint shard when distributed."""
+    order = epoch_order(len(dataset), shuffle, seed, epoch)
+    if info is not None and info.distributed:
+        order = shard_indices(order, info.rank, info.world_size)
+    return BatchLoader(dataset, order, batch_size, drop_last)
+
+
+def load_dataset(cfg: DataConfig) -> tuple[FeatureSpec, RecDataset, RecDataset, RecDataset]:
+    """(spec, train, val, test) for ``cfg.dataset``, built from the raw files or read from the cache."""
+    raise DataError(
+        f"load_dataset({cfg.dataset}): the real loaders are being written; see data/infnet/README.md"
+    )
