@@ -1,4 +1,4 @@
-"""INFNet data pipeline: feature specs, an in-memory multi-task dataset and a fast batch loader.
+"""The data <-> model interface: feature specs, an in-memory multi-task dataset and a fast batch loader.
 
 The data <-> model interface (fixed):
 
@@ -8,7 +8,7 @@ The data <-> model interface (fixed):
   ``group`` (B,) long and ``index`` (B,) long (row index, for ``gather_in_order``).
 - ``make_loader``: batches by tensor indexing (no per-sample collate), shuffling seeded by (seed, epoch),
   rank-disjoint shards under DDP.
-- ``load_dataset(DataConfig)`` -> (spec, train, val, test).
+- ``load_dataset(DataConfig)`` -> (spec, train, val, test) lives in ``infnet/data/load.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 from shared.distributed import DistInfo
@@ -50,21 +51,26 @@ class FeatureSpec:
     group_field: str  # the categorical field used for gAUC (user id)
 
 
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.numpy()  # a view, no copy
+
+
 class DenseSequence:
     """A sequence field stored as a padded (N, L) tensor (e.g. the genres of the target item)."""
 
     def __init__(self, tokens: torch.Tensor):
         self.tokens = tokens  # (N, L) int32
+        self._tokens = _np(tokens)
 
     @property
     def max_len(self) -> int:
         return int(self.tokens.shape[1])
 
-    def gather(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.tokens[idx].long()  # (B, L)
+    def gather(self, idx: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self._tokens[idx].astype(np.int64))  # (B, L)
 
-    def subset(self, rows: torch.Tensor) -> DenseSequence:
-        return DenseSequence(self.tokens[rows])
+    def subset(self, rows: np.ndarray) -> DenseSequence:
+        return DenseSequence(torch.from_numpy(self._tokens[rows]))
 
 
 class HistorySequence:
@@ -80,29 +86,36 @@ class HistorySequence:
         self.events = events  # (E + 1,) int32, events[0] = 0 is a sentinel so empty histories index safely
         self.start = start  # (N,) int64, first event of the row's user
         self.end = end  # (N,) int64, one past the last event strictly before the row
+        self._events, self._start, self._end = _np(events), _np(start), _np(end)
         self._max_len = int(max_len)
-        self._offsets = torch.arange(self._max_len)
+        self._offsets = np.arange(self._max_len)
 
     @property
     def max_len(self) -> int:
         return self._max_len
 
-    def gather(self, idx: torch.Tensor) -> torch.Tensor:
-        end, start = self.end[idx], self.start[idx]  # (B,)
+    def gather(self, idx: np.ndarray) -> torch.Tensor:
+        end, start = self._end[idx], self._start[idx]  # (B,)
         pos = end[:, None] - 1 - self._offsets[None, :]  # (B, L), most recent first
-        valid = pos >= start[:, None]
-        tokens = self.events[pos.clamp_min(0)].long()
-        return tokens.masked_fill_(~valid, 0)
+        tokens = self._events[np.maximum(pos, 0)].astype(np.int64)
+        tokens[pos < start[:, None]] = 0  # older than the user's first event: padding
+        return torch.from_numpy(tokens)
 
-    def subset(self, rows: torch.Tensor) -> HistorySequence:
-        return HistorySequence(self.events, self.start[rows], self.end[rows], self._max_len)
+    def subset(self, rows: np.ndarray) -> HistorySequence:
+        return HistorySequence(
+            self.events, torch.from_numpy(self._start[rows]), torch.from_numpy(self._end[rows]), self._max_len
+        )
 
 
 SequenceStore = DenseSequence | HistorySequence
 
 
 class RecDataset(torch.utils.data.Dataset):
-    """All tensors in memory; ``ds[batch_indices]`` returns a whole batch with a few tensor indexes."""
+    """All tensors in memory; ``ds[batch_indices]`` returns a whole batch with a few array indexes.
+
+    Batches are gathered with numpy (single-threaded): torch's parallel indexing of small blocks is
+    slower, and much slower when other processes share the cores.
+    """
 
     def __init__(
         self,
@@ -124,32 +137,37 @@ class RecDataset(torch.utils.data.Dataset):
         self.sequences = list(sequences)
         self.labels = labels
         self.group = group
+        self._cat, self._labels, self._group = _np(cat), _np(labels), _np(group)
 
     def __len__(self) -> int:
         return int(self.cat.shape[0])
 
-    def __getitem__(self, idx: int | Sequence[int] | torch.Tensor) -> dict:
-        single = isinstance(idx, int)
-        index = torch.as_tensor([idx] if single else idx, dtype=torch.long).reshape(-1)
+    def __getitem__(self, idx: int | Sequence[int] | torch.Tensor | np.ndarray) -> dict:
+        single = isinstance(idx, int | np.integer)
+        index = np.asarray([idx] if single else idx, dtype=np.int64).reshape(-1)
+        if index.size and (index.min() < -len(self) or index.max() >= len(self)):
+            raise IndexError(f"index out of range for a dataset of {len(self)} rows")
+        index %= max(len(self), 1)  # negative indices count from the end, as in a list
         batch = {
-            "cat": self.cat[index].long(),  # (B, M)
+            "cat": torch.from_numpy(self._cat[index].astype(np.int64)),  # (B, M)
             "seq": [s.gather(index) for s in self.sequences],  # F x (B, n_a)
-            "labels": self.labels[index],  # (B, T)
-            "group": self.group[index],  # (B,)
-            "index": index,  # (B,)
+            "labels": torch.from_numpy(self._labels[index]),  # (B, T)
+            "group": torch.from_numpy(self._group[index]),  # (B,)
+            "index": torch.from_numpy(index),  # (B,)
         }
         if single:
             return {k: ([s[0] for s in v] if k == "seq" else v[0]) for k, v in batch.items()}
         return batch
 
-    def subset(self, rows: torch.Tensor) -> RecDataset:
+    def subset(self, rows: np.ndarray | torch.Tensor) -> RecDataset:
         """A dataset of the given rows (sharing the event arrays of the histories)."""
+        rows = np.asarray(rows, dtype=np.int64)
         return RecDataset(
             self.spec,
-            self.cat[rows],
+            torch.from_numpy(self._cat[rows]),
             [s.subset(rows) for s in self.sequences],
-            self.labels[rows],
-            self.group[rows],
+            torch.from_numpy(self._labels[rows]),
+            torch.from_numpy(self._group[rows]),
         )
 
 
@@ -181,12 +199,12 @@ class BatchLoader:
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
         self.dataset = dataset
-        self.indices = indices
+        self.indices = indices.numpy()  # (n,) row order of this rank for this epoch
         self.batch_size = int(batch_size)
         self.drop_last = drop_last
 
     def __len__(self) -> int:
-        n = self.indices.numel()
+        n = self.indices.size
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[dict]:
@@ -208,10 +226,3 @@ def make_loader(
     if info is not None and info.distributed:
         order = shard_indices(order, info.rank, info.world_size)
     return BatchLoader(dataset, order, batch_size, drop_last)
-
-
-def load_dataset(cfg: DataConfig) -> tuple[FeatureSpec, RecDataset, RecDataset, RecDataset]:
-    """(spec, train, val, test) for ``cfg.dataset``, built from the raw files or read from the cache."""
-    raise DataError(
-        f"load_dataset({cfg.dataset}): the real loaders are being written; see data/infnet/README.md"
-    )

@@ -1,0 +1,369 @@
+"""Declarative feature config (FuxiCTR's ``feature_cols`` spirit) and the vectorised encoder.
+
+A dataset reader (``infnet/data/sources.py``) returns one interaction frame, sorted by time, with a ``_time``
+ordering key, an ``_event`` flag (rows that count as past behaviour) and every source column. The YAML in
+``infnet/configs/features/<dataset>.yaml`` then says how each model input is made from it:
+
+- ``categorical``: a column -> ids; vocabulary fitted on the train split (values seen >= min_count times),
+  everything else (unseen, rare, missing) -> 0.
+- ``numeric``: a column -> bucket ids 1..len(edges)+1 (``edges``, or ``quantiles`` fitted on train);
+  missing -> 0 when ``allow_missing`` else a DataError.
+- ``list``: a multi-valued string column of the row itself ("12,65": the tags of the video, the genres of
+  the movie) -> a padded sequence of ids, in the column's order, unknown tokens dropped.
+- ``history``: the ``source`` values of the same user's EARLIER events (strictly smaller ``_time``),
+  optionally only those where ``filter`` != 0, most recent first, truncated to ``max_len``.
+  ``vocab`` names a categorical field whose vocabulary the tokens share (e.g. the item id).
+
+Ids: 0 is padding / unknown / OOV in every field, so ``vocab_size = 1 + number of kept values``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from infnet.data.dataset import DenseSequence, FeatureSpec, FieldSpec, HistorySequence, SequenceStore
+from shared.config import load_config
+from shared.errors import ConfigError, DataError
+
+FEATURE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "features"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class FieldConfig:
+    name: str = ""
+    type: Literal["categorical", "numeric", "list", "history"] = "categorical"
+    source: str = ""  # column of the interaction frame
+    min_count: int = 1  # categorical / list / history with an own vocabulary
+    vocab: str = ""  # list / history: share the vocabulary of this categorical field
+    edges: list[float] = field(
+        default_factory=list
+    )  # numeric: bucket edges (bucket i: edges[i-1] <= x < edges[i])
+    quantiles: int = 0  # numeric: instead of edges, this many equal-mass buckets fitted on train
+    allow_missing: bool = False  # numeric: a missing value becomes id 0 instead of an error
+    max_len: int = 1  # list / history: n_a
+    filter: str = ""  # history: only earlier rows where this column != 0 ("" = every earlier event)
+    separator: str = ","  # list: the token separator of the string column, e.g. "12,65"
+
+
+@dataclass
+class TaskConfig:
+    name: str = ""
+    source: str = ""  # label column, values in {0, 1}
+
+
+@dataclass
+class SplitConfig:
+    # "time": global time quantiles (rows before the 1-val-test quantile train, ...);
+    # "user_order": each user's rows in time order, first 1-val-test of them train, then val, then test
+    method: Literal["time", "user_order"] = "time"
+    val_frac: float = 0.1
+    test_frac: float = 0.1
+
+
+@dataclass
+class MovieLensConfig:
+    negatives_per_positive: int = 1  # sampled unrated movies per rating (the "not clicked" rows)
+    negative_sampling: Literal["uniform", "popularity"] = "popularity"  # popularity: p ~ number of ratings
+    seed: int = 0
+    like_min_rating: int = 4  # like = rating >= this
+    long_view_min_rating: int = 5  # long_view = rating >= this
+    dislike_max_rating: int = 2  # dislike (a history filter) = rating <= this
+
+
+@dataclass
+class KuaiRandConfig:
+    log_files: list[str] = field(
+        default_factory=lambda: [
+            "log_standard_4_08_to_4_21_pure.csv",
+            "log_standard_4_22_to_5_08_pure.csv",
+            "log_random_4_22_to_5_08_pure.csv",
+        ]
+    )
+    # video_features_statistic_pure.csv aggregates counts over the whole log period (future included),
+    # so its columns would leak the test period into training rows: off by default.
+    use_statistics: bool = False
+
+
+@dataclass
+class FeatureConfig:
+    dataset: str = ""
+    tasks: list[TaskConfig] = field(default_factory=list)
+    group_field: str = "user_id"  # a categorical field; gAUC groups are its raw values
+    fields: list[FieldConfig] = field(default_factory=list)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    movielens: MovieLensConfig = field(default_factory=MovieLensConfig)
+    kuairand: KuaiRandConfig = field(default_factory=KuaiRandConfig)
+
+    def by_type(self, kind: str) -> list[FieldConfig]:
+        return [f for f in self.fields if f.type == kind]
+
+    @property
+    def categorical_fields(self) -> list[FieldConfig]:
+        """The M categorical inputs (categorical and bucketized numeric), in config order."""
+        return [f for f in self.fields if f.type in ("categorical", "numeric")]
+
+    @property
+    def sequence_fields(self) -> list[FieldConfig]:
+        """The F sequence inputs (lists and histories), in config order."""
+        return [f for f in self.fields if f.type in ("list", "history")]
+
+
+def load_feature_config(path: str | Path, dataset: str) -> FeatureConfig:
+    """Read and check a feature config (unknown key / wrong type / inconsistent field -> ConfigError)."""
+    cfg = load_config(FeatureConfig, path)
+    where = f"{path}"
+    if cfg.dataset != dataset:
+        raise ConfigError(f"{where}: dataset is '{cfg.dataset}' but data.dataset is '{dataset}'")
+    if not cfg.tasks:
+        raise ConfigError(f"{where}: 'tasks' is empty; list the label columns as {{name, source}}")
+    names = [f.name for f in cfg.fields]
+    for i, f in enumerate(cfg.fields):
+        key = f"{where}: fields[{i}] ({f.name or '?'})"
+        if not f.name or not f.source:
+            raise ConfigError(f"{key}: 'name' and 'source' are required")
+        if names.count(f.name) > 1:
+            raise ConfigError(f"{key}: duplicate field name '{f.name}'")
+        if f.type == "numeric" and (bool(f.edges) == (f.quantiles > 0)):
+            raise ConfigError(f"{key}: a numeric field needs exactly one of 'edges' or 'quantiles'")
+        if f.edges and any(b <= a for a, b in zip(f.edges, f.edges[1:])):
+            raise ConfigError(f"{key}: 'edges' must be strictly increasing, got {f.edges}")
+        if f.type in ("list", "history") and f.max_len < 1:
+            raise ConfigError(f"{key}: max_len must be >= 1, got {f.max_len}")
+        if f.type in ("categorical", "numeric") and f.max_len != 1:
+            raise ConfigError(f"{key}: max_len is only for list/history fields")
+        if f.filter and f.type != "history":
+            raise ConfigError(f"{key}: 'filter' is only for history fields")
+        if f.vocab:
+            target = next((g for g in cfg.fields if g.name == f.vocab), None)
+            if target is None or target.type != "categorical" or f.type not in ("list", "history"):
+                raise ConfigError(
+                    f"{key}: vocab '{f.vocab}' must name a categorical field (list/history only)"
+                )
+        if f.min_count < 1:
+            raise ConfigError(f"{key}: min_count must be >= 1")
+    group = next((f for f in cfg.fields if f.name == cfg.group_field), None)
+    if group is None or group.type != "categorical":
+        raise ConfigError(f"{where}: group_field '{cfg.group_field}' must name a categorical field")
+    s = cfg.split
+    if not (0 < s.val_frac < 1 and 0 < s.test_frac < 1 and s.val_frac + s.test_frac < 1):
+        raise ConfigError(f"{where}: split fractions must be in (0, 1) and sum below 1, got {s}")
+    return cfg
+
+
+def assign_split(frame: pd.DataFrame, user: np.ndarray, cfg: SplitConfig) -> np.ndarray:
+    """Split id per row (0 train, 1 val, 2 test), time-ordered so no split sees a later one's past."""
+    t = frame["_time"].to_numpy()
+    n = len(t)
+    train_frac = 1.0 - cfg.val_frac - cfg.test_frac
+    if cfg.method == "time":
+        ts = np.sort(t)
+        t_val = ts[min(int(n * train_frac), n - 1)]
+        t_test = ts[min(int(n * (1.0 - cfg.test_frac)), n - 1)]
+        part = np.where(t < t_val, 0, np.where(t < t_test, 1, 2))
+    else:
+        order = np.lexsort((np.arange(n), t, user))  # by user, then time, then file order
+        u_sorted = user[order]
+        first = np.r_[0, np.flatnonzero(u_sorted[1:] != u_sorted[:-1]) + 1]
+        counts = np.diff(np.r_[first, n])
+        rank = np.arange(n) - np.repeat(first, counts)
+        frac = (rank + 0.5) / np.repeat(counts, counts)
+        part = np.empty(n, dtype=np.int64)
+        part[order] = np.where(frac < train_frac, 0, np.where(frac < 1.0 - cfg.test_frac, 1, 2))
+    sizes = np.bincount(part, minlength=3)
+    if (sizes == 0).any():
+        raise DataError(
+            f"time split {cfg.method} gives an empty split (train/val/test rows {sizes.tolist()}); "
+            "the data has too few rows or too few distinct timestamps"
+        )
+    return part.astype(np.int64)
+
+
+def _fit_vocab(values: pd.Series, min_count: int) -> pd.Index:
+    counts = values.dropna().value_counts()
+    kept = counts.index[counts.to_numpy() >= min_count]
+    return pd.Index(np.sort(kept.to_numpy()))
+
+
+def _encode(vocab: pd.Index, values: pd.Series | np.ndarray) -> np.ndarray:
+    """Values -> ids in [0, len(vocab)]; unknown and missing -> 0."""
+    return (vocab.get_indexer(pd.Index(values)) + 1).astype(np.int64)
+
+
+def _bucketize(f: FieldConfig, col: pd.Series, train: np.ndarray) -> tuple[np.ndarray, int]:
+    x = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+    missing = np.isnan(x)
+    if missing.any() and not f.allow_missing:
+        row = int(np.flatnonzero(missing)[0])
+        raise DataError(
+            f"numeric field '{f.name}': column '{f.source}' is missing or not a number at row {row} "
+            f"(value {col.iloc[row]!r}); fix the data or set allow_missing: true in the feature config"
+        )
+    if f.edges:
+        edges = np.asarray(f.edges, dtype=np.float64)
+    else:
+        fit = x[train & ~missing]
+        if fit.size == 0:
+            raise DataError(f"numeric field '{f.name}': no train values to fit {f.quantiles} quantiles on")
+        edges = np.unique(np.quantile(fit, np.linspace(0, 1, f.quantiles + 1)[1:-1]))
+    ids = np.searchsorted(edges, x, side="right") + 1
+    ids[missing] = 0
+    return ids.astype(np.int64), len(edges) + 2
+
+
+def _list_tokens(col: pd.Series, separator: str, train: np.ndarray, min_count: int, vocab: pd.Index | None):
+    """A string column of token lists ("12,65") -> (row, id) pairs of known tokens in column order, and
+    the vocabulary (fitted on the train rows unless given). Tokenises each distinct string once."""
+    codes, uniques = pd.factorize(col)  # missing -> code -1 -> no tokens
+    lists = [[t.strip() for t in str(u).split(separator) if t.strip()] for u in uniques]
+    lengths = np.array([len(x) for x in lists], dtype=np.int64)
+    flat = pd.Series([t for x in lists for t in x], dtype=object)
+    owner = np.repeat(np.arange(len(lists)), lengths)  # distinct string of each flat token
+    if vocab is None:
+        train_rows = np.bincount(codes[train & (codes >= 0)], minlength=len(lists))
+        counts = pd.Series(train_rows[owner]).groupby(flat.to_numpy()).sum()
+        vocab = pd.Index(np.sort(counts.index[counts.to_numpy() >= min_count].to_numpy()))
+    flat_ids = _encode(vocab, flat.to_numpy())
+    row_len = np.where(codes >= 0, lengths[np.maximum(codes, 0)], 0)
+    rows = np.repeat(np.arange(codes.size), row_len)
+    first = np.r_[0, np.cumsum(lengths)[:-1]][np.maximum(codes, 0)]  # (N,) offset of each row's string
+    within = np.arange(rows.size) - np.repeat(np.cumsum(row_len) - row_len, row_len)
+    ids = flat_ids[np.repeat(first, row_len) + within]
+    keep = ids != 0
+    return rows[keep], ids[keep], vocab
+
+
+def _pack(rows: np.ndarray, tokens: np.ndarray, n: int, max_len: int) -> np.ndarray:
+    """Tokens grouped by row (rows non-decreasing) -> (n, max_len) left-aligned, zero-padded."""
+    out = np.zeros((n, max_len), dtype=np.int32)
+    if rows.size:
+        first = np.r_[0, np.flatnonzero(rows[1:] != rows[:-1]) + 1]
+        pos = np.arange(rows.size) - np.repeat(first, np.diff(np.r_[first, rows.size]))
+        keep = pos < max_len
+        out[rows[keep], pos[keep]] = tokens[keep]
+    return out
+
+
+def build_history(
+    user: np.ndarray, time_rank: np.ndarray, is_event: np.ndarray, tokens: np.ndarray, max_len: int
+) -> HistorySequence:
+    """Pointers of every row into the (user, time)-sorted events, excluding events at or after its time.
+
+    ``user`` and ``time_rank`` are non-negative ints; events with token 0 (unknown) are left out.
+    """
+    n = user.shape[0]
+    base = np.int64(n + 1)
+    key = user.astype(np.int64) * base + time_rank.astype(np.int64)  # (N,) sorts as (user, time)
+    ev = np.flatnonzero(is_event & (tokens != 0))
+    ev = ev[np.argsort(key[ev], kind="stable")]  # ties keep file order
+    ev_key = key[ev]
+    start = np.searchsorted(ev_key, user.astype(np.int64) * base, side="left")
+    end = np.searchsorted(ev_key, key, side="left")  # strictly earlier time of the same user
+    events = np.r_[0, tokens[ev]].astype(np.int32)  # events[0] is the sentinel
+    return HistorySequence(
+        torch.from_numpy(events), torch.from_numpy(start + 1), torch.from_numpy(end + 1), max_len
+    )
+
+
+@dataclass
+class EncodedData:
+    """Every row encoded; ``part`` says which split each row is in."""
+
+    spec: FeatureSpec
+    cat: torch.Tensor  # (N, M) int32
+    sequences: list[SequenceStore]  # F
+    labels: torch.Tensor  # (N, T) float32
+    group: torch.Tensor  # (N,) int64
+    part: torch.Tensor  # (N,) int64 in {0, 1, 2}
+
+
+def check_columns_present(frame: pd.DataFrame, cfg: FeatureConfig, config_path: str | Path) -> None:
+    available = sorted(c for c in frame.columns if not c.startswith("_"))
+    wanted = [(f"fields '{f.name}' source", f.source) for f in cfg.fields]
+    wanted += [(f"fields '{f.name}' filter", f.filter) for f in cfg.fields if f.filter]
+    wanted += [(f"tasks '{t.name}' source", t.source) for t in cfg.tasks]
+    for what, col in wanted:
+        if col not in frame.columns:
+            raise ConfigError(
+                f"{config_path}: {what} '{col}' is not a column; available: {', '.join(available)}"
+            )
+
+
+def check_binary(frame: pd.DataFrame, columns: list[str], where: str) -> None:
+    """Labels and filters must be 0/1 with no missing value; the error names column and row."""
+    for col in columns:
+        x = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(~np.isin(x, (0.0, 1.0)))
+        if bad.size:
+            r = int(bad[0])
+            raise DataError(
+                f"{where}: column '{col}' must be 0 or 1, got {frame[col].iloc[r]!r} at row {r} "
+                f"({bad.size} bad rows)"
+            )
+
+
+def encode_frame(frame: pd.DataFrame, cfg: FeatureConfig, config_path: str | Path = "") -> EncodedData:
+    """Encode a time-sorted interaction frame into tensors following ``cfg``."""
+    check_columns_present(frame, cfg, config_path)
+    frame = frame.reset_index(drop=True)
+    n = len(frame)
+    if n == 0:
+        raise DataError(f"{cfg.dataset}: no interaction rows")
+    group_src = next(f.source for f in cfg.fields if f.name == cfg.group_field)
+    if frame[group_src].isna().any():
+        r = int(np.flatnonzero(frame[group_src].isna().to_numpy())[0])
+        raise DataError(f"{cfg.dataset}: column '{group_src}' (the user id) is missing at row {r}")
+    _, user = np.unique(frame[group_src].to_numpy(), return_inverse=True)
+    user = user.astype(np.int64).reshape(-1)
+    part = assign_split(frame, user, cfg.split)
+    train = part == 0
+    _, time_rank = np.unique(frame["_time"].to_numpy(), return_inverse=True)
+    time_rank = time_rank.reshape(-1)
+    is_event = frame["_event"].to_numpy(dtype=bool) if "_event" in frame.columns else np.ones(n, dtype=bool)
+
+    vocabs: dict[str, pd.Index] = {}
+    cat_cols, cat_specs = [], []
+    for f in cfg.categorical_fields:
+        if f.type == "categorical":
+            vocabs[f.name] = _fit_vocab(frame[f.source][train], f.min_count)
+            ids, size = _encode(vocabs[f.name], frame[f.source]), len(vocabs[f.name]) + 1
+        else:
+            ids, size = _bucketize(f, frame[f.source], train)
+        cat_cols.append(ids)
+        cat_specs.append(FieldSpec(f.name, size, 1))
+
+    seqs: list[SequenceStore] = []
+    seq_specs = []
+    for f in cfg.sequence_fields:
+        if f.type == "list":
+            shared = vocabs[f.vocab] if f.vocab else None
+            rows, ids, vocab = _list_tokens(frame[f.source], f.separator, train, f.min_count, shared)
+            seqs.append(DenseSequence(torch.from_numpy(_pack(rows, ids, n, f.max_len))))
+        else:
+            mask = is_event.copy()
+            if f.filter:
+                check_binary(frame, [f.filter], f"{cfg.dataset} history '{f.name}' filter")
+                mask &= frame[f.filter].to_numpy(dtype=np.float64) != 0
+            vocab = vocabs[f.vocab] if f.vocab else _fit_vocab(frame[f.source][train & mask], f.min_count)
+            seqs.append(build_history(user, time_rank, mask, _encode(vocab, frame[f.source]), f.max_len))
+        seq_specs.append(FieldSpec(f.name, len(vocab) + 1, f.max_len))
+
+    label_cols = [t.source for t in cfg.tasks]
+    check_binary(frame, label_cols, f"{cfg.dataset} labels")
+    labels = frame[label_cols].to_numpy(dtype=np.float32)
+    cat = np.stack(cat_cols, axis=1).astype(np.int32) if cat_cols else np.zeros((n, 0), dtype=np.int32)
+    spec = FeatureSpec(cat_specs, seq_specs, [t.name for t in cfg.tasks], cfg.group_field)
+    return EncodedData(
+        spec,
+        torch.from_numpy(cat),
+        seqs,
+        torch.from_numpy(labels),
+        torch.from_numpy(user),
+        torch.from_numpy(part),
+    )
