@@ -44,3 +44,42 @@ def pad_more(batch: dict, extra: int = 5) -> dict:
     out = dict(batch)
     out["seq"] = [torch.cat([s, torch.zeros(s.shape[0], extra, dtype=s.dtype)], dim=1) for s in batch["seq"]]
     return out
+
+
+class RandomRecDataset(torch.utils.data.Dataset):
+    """An in-memory dataset in the interface format with a learnable signal (for train/evaluate tests)."""
+
+    def __init__(self, spec: FeatureSpec, n: int, seed: int):
+        self.spec = spec
+        b = random_batch(spec, n, seed=seed, empty_rows=0)
+        # click: parity of the item id; like: a long history
+        b["labels"][:, 0] = (b["cat"][:, 1] % 2 == 0).float()
+        if len(spec.tasks) > 1:
+            b["labels"][:, 1] = ((b["seq"][0] != 0).sum(1) > spec.sequences[0].max_len // 2).float()
+        self.data = b
+
+    def __len__(self) -> int:
+        return self.data["cat"].shape[0]
+
+    def __getitem__(self, idx) -> dict:
+        idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+        d = self.data
+        return {
+            "cat": d["cat"][idx],
+            "seq": [s[idx] for s in d["seq"]],
+            "labels": d["labels"][idx],
+            "group": d["group"][idx],
+            "index": idx,
+        }
+
+
+def random_load_dataset(cfg) -> tuple:
+    """Stands in for ``infnet.data.load_dataset``: ``cfg.max_rows`` train rows (default 600)."""
+    spec = tiny_spec()
+    n = cfg.max_rows or 600
+    return (
+        spec,
+        RandomRecDataset(spec, n, 1),
+        RandomRecDataset(spec, n // 3, 2),
+        RandomRecDataset(spec, n // 3, 3),
+    )
