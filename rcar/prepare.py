@@ -69,6 +69,7 @@ class PrepareConfig:
     test_pool: int = 50
     encoder_steps: int = 400
     encoder_batch: int = 32
+    encoder_val_scenes: int = 500
     threads: int = 2
 
 
@@ -203,6 +204,7 @@ def prepare(cfg: PrepareConfig, force: bool = False) -> dict:
         seed=cfg.seed,
         steps=cfg.encoder_steps,
         batch_size=cfg.encoder_batch,
+        val_scenes=cfg.encoder_val_scenes,
         log=log.info,
     )
     log.info(

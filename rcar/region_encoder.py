@@ -149,9 +149,10 @@ def train_region_encoder(
     steps: int = 400,
     batch_size: int = 32,
     lr: float = 2e-3,
+    val_scenes: int = 500,
     log=print,
 ) -> tuple[RegionEncoder, dict[str, float]]:
-    """Train on random scenes from ``train_pool``; report accuracies on 500 scenes from ``val_pool``."""
+    """Train on random scenes from ``train_pool``; report accuracies on ``val_scenes`` scenes from ``val_pool``."""
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 303])
     model = RegionEncoder()
@@ -175,7 +176,7 @@ def train_region_encoder(
                 f"region encoder step {step + 1}/{steps}: loss {loss.item():.3f} (digit {digit.item():.3f}, "
                 f"colour {colour.item():.3f}, size {size.item():.3f}), {time.perf_counter() - t0:.0f}s"
             )
-    metrics = evaluate_region_encoder(model, bank, val_pool, seed)
+    metrics = evaluate_region_encoder(model, bank, val_pool, seed, n_scenes=val_scenes)
     metrics["train_seconds"] = time.perf_counter() - t0
     return model, metrics
 
