@@ -202,20 +202,22 @@ def sample_negatives(pos: pd.DataFrame, per_positive: int, sampling: str, seed: 
     if per_positive == 0:
         return pos.iloc[:0].assign(_event=False)
     rng = np.random.default_rng(seed)
-    movies, counts = np.unique(pos["movie_id"].to_numpy(), return_counts=True)
+    movies, movie_idx, counts = np.unique(pos["movie_id"].to_numpy(), return_inverse=True, return_counts=True)
+    users, user_idx = np.unique(pos["user_id"].to_numpy(), return_inverse=True)
+    rated = np.zeros((users.size, movies.size), dtype=bool)  # 943 x 1,682 for MovieLens-100k
+    rated[user_idx, movie_idx] = True
     p = counts / counts.sum() if sampling == "popularity" else None
-    user = np.repeat(pos["user_id"].to_numpy(), per_positive)
-    ts = np.repeat(pos["timestamp"].to_numpy(), per_positive)
-    base = np.int64(movies.max() + 1)
-    rated = np.unique(pos["user_id"].to_numpy() * base + pos["movie_id"].to_numpy())
-    item = rng.choice(movies, size=user.size, p=p)
-    clash = np.flatnonzero(np.isin(user * base + item, rated))
+    u = np.repeat(user_idx, per_positive)
+    item = rng.choice(movies.size, size=u.size, p=p)
+    clash = np.flatnonzero(rated[u, item])
     for _ in range(100):  # resample the collisions with rated movies (vectorised rejection sampling)
         if clash.size == 0:
             break
-        item[clash] = rng.choice(movies, size=clash.size, p=p)
-        clash = clash[np.isin(user[clash] * base + item[clash], rated)]
-    ok = ~np.isin(user * base + item, rated)  # a user who rated nearly everything keeps fewer negatives
+        item[clash] = rng.choice(movies.size, size=clash.size, p=p)
+        clash = clash[rated[u[clash], item[clash]]]
+    ok = ~rated[u, item]  # a user who rated nearly everything keeps fewer negatives
+    user, item = users[u], movies[item]
+    ts = np.repeat(pos["timestamp"].to_numpy(), per_positive)
     return pd.DataFrame(
         {
             "user_id": user[ok],
