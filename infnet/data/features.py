@@ -185,6 +185,13 @@ def assign_split(frame: pd.DataFrame, user: np.ndarray, cfg: SplitConfig) -> np.
     return part.astype(np.int64)
 
 
+def show(value: object) -> str:
+    """A cell value for an error message: numpy scalars as plain python, missing as 'missing'."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return "missing"
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _fit_vocab(values: pd.Series, min_count: int) -> pd.Index:
     counts = values.dropna().value_counts()
     kept = counts.index[counts.to_numpy() >= min_count]
@@ -203,7 +210,7 @@ def _bucketize(f: FieldConfig, col: pd.Series, train: np.ndarray) -> tuple[np.nd
         row = int(np.flatnonzero(missing)[0])
         raise DataError(
             f"numeric field '{f.name}': column '{f.source}' is missing or not a number at row {row} "
-            f"(value {col.iloc[row]!r}); fix the data or set allow_missing: true in the feature config"
+            f"(value {show(col.iloc[row])}); fix the data or set allow_missing: true in the feature config"
         )
     if f.edges:
         edges = np.asarray(f.edges, dtype=np.float64)
@@ -303,7 +310,7 @@ def check_binary(frame: pd.DataFrame, columns: list[str], where: str) -> None:
         if bad.size:
             r = int(bad[0])
             raise DataError(
-                f"{where}: column '{col}' must be 0 or 1, got {frame[col].iloc[r]!r} at row {r} "
+                f"{where}: column '{col}' must be 0 or 1, got {show(frame[col].iloc[r])} at row {r} "
                 f"({bad.size} bad rows)"
             )
 
@@ -356,7 +363,7 @@ def encode_frame(frame: pd.DataFrame, cfg: FeatureConfig, config_path: str | Pat
 
     label_cols = [t.source for t in cfg.tasks]
     check_binary(frame, label_cols, f"{cfg.dataset} labels")
-    labels = frame[label_cols].to_numpy(dtype=np.float32)
+    labels = np.array(frame[label_cols], dtype=np.float32)  # a writable copy
     cat = np.stack(cat_cols, axis=1).astype(np.int32) if cat_cols else np.zeros((n, 0), dtype=np.int32)
     spec = FeatureSpec(cat_specs, seq_specs, [t.name for t in cfg.tasks], cfg.group_field)
     return EncodedData(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from infnet.data.features import FeatureConfig, check_binary
+from infnet.data.features import FeatureConfig, check_binary, show
 from shared.errors import DataError
 
 # --- published schemas -----------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def check_numeric(frame: pd.DataFrame, columns: list[str], path: Path, allow_mis
             r = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(
                 f"{path}: column '{col}' is missing or not a number at data row {r} (line {r + 2}): "
-                f"{raw.iloc[r]!r} ({int(bad.sum())} bad rows)"
+                f"{show(raw.iloc[r])} ({int(bad.sum())} bad rows)"
             )
 
 
@@ -153,13 +153,13 @@ def read_movielens(folder: Path, cfg: FeatureConfig) -> pd.DataFrame:
     if bad.size:
         r = int(bad[0])
         raise DataError(
-            f"{files['data']}: column 'rating' must be 1..5, got {ratings['rating'].iloc[r]!r} at row {r}"
+            f"{files['data']}: column 'rating' must be 1..5, got {show(ratings['rating'].iloc[r])} at row {r}"
         )
     for name, frame, key in (("users", users, "user_id"), ("items", items, "movie_id")):
         dup = frame[key].duplicated().to_numpy()
         if dup.any():
             r = int(np.flatnonzero(dup)[0])
-            raise DataError(f"{files[name]}: duplicate {key} {frame[key].iloc[r]!r} at row {r}")
+            raise DataError(f"{files[name]}: duplicate {key} {show(frame[key].iloc[r])} at row {r}")
 
     m = cfg.movielens
     pos = ratings.astype(
