@@ -78,12 +78,18 @@ def tokenize(caption: str) -> list[str]:
 class Vocab:
     """The official vocabulary json plus ``<mask>`` appended at run time."""
 
-    def __init__(self, word2idx: dict[str, int], idx2word: dict[int, str], source: str = "<memory>"):
+    def __init__(
+        self,
+        word2idx: dict[str, int],
+        idx2word: dict[int, str],
+        next_id: int | None = None,
+        source: str = "<memory>",
+    ):
         self.word2idx = dict(word2idx)
         self.idx2word = dict(idx2word)
         self.source = source
-        if MASK_TOKEN not in self.word2idx:
-            self.word2idx[MASK_TOKEN] = max(self.word2idx.values()) + 1
+        if MASK_TOKEN not in self.word2idx:  # the official add_word('<mask>') takes the json's next free id
+            self.word2idx[MASK_TOKEN] = max(self.word2idx.values()) + 1 if next_id is None else next_id
             self.idx2word[self.word2idx[MASK_TOKEN]] = MASK_TOKEN
         self.pad_id = self.word2idx["<pad>"]
         self.start_id = self.word2idx["<start>"]
@@ -125,10 +131,11 @@ class Vocab:
             idx2word = {int(k): v for k, v in i2w.items()}
         except ValueError as exc:
             raise DataError(f"{path}: idx2word keys must be integer strings ({exc})") from exc
-        return cls(w2i, idx2word, source=str(path))
+        return cls(w2i, idx2word, next_id=idx, source=str(path))
 
     def __len__(self) -> int:
-        return len(self.word2idx)
+        """The embedding size: largest id + 1 (= the number of words, <mask> included, for real vocab files)."""
+        return max(self.word2idx.values()) + 1
 
     def __call__(self, word: str) -> int:
         return self.word2idx.get(word, self.unk_id)
