@@ -97,10 +97,13 @@ def save_checkpoint(
     is_best: bool = False,
     config: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    rng_states: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write ``last.pt`` (and ``best.pt`` when ``is_best``) atomically; return the path of ``last.pt``.
 
-    ``epoch`` is the number of completed epochs: a resumed run starts at epoch ``epoch``.
+    ``epoch`` is the number of completed epochs: a resumed run starts at epoch ``epoch``. Under DDP pass
+    ``rng_states=all_gather_object(rng_state())`` (called on every rank) so that each rank resumes its own
+    RNG stream (dropout differs per rank); otherwise only this process's RNG state is kept.
     """
     state = {
         "model": _unwrap(model).state_dict(),
@@ -114,6 +117,8 @@ def save_checkpoint(
         "git_commit": git_commit(),
         "extra": extra or {},
     }
+    if rng_states is not None:
+        state["rng_per_rank"] = rng_states
     run_dir = Path(run_dir)
     last = run_dir / "last.pt"
     atomic_save(state, last)
@@ -145,12 +150,21 @@ def restore_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
     restore_rng: bool = True,
+    rank: int = 0,
 ) -> None:
-    """Load model/optimizer/scheduler states and (by default) the RNG states saved with them."""
+    """Load model/optimizer/scheduler states and (by default) the RNG states saved with them.
+
+    ``rank`` picks this process's entry of ``rng_per_rank`` when the checkpoint has one.
+    """
     _unwrap(model).load_state_dict(state["model"])
     if optimizer is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
-    if restore_rng and state.get("rng") is not None:
+    if not restore_rng:
+        return
+    per_rank = state.get("rng_per_rank")
+    if per_rank and rank < len(per_rank):
+        set_rng_state(per_rank[rank])
+    elif state.get("rng") is not None:
         set_rng_state(state["rng"])

@@ -2,8 +2,9 @@
 
 It is the reference pattern every paper's ``train.py`` follows: YAML config + ``--set`` overrides, a run
 folder with the resolved config, per-epoch shuffling seeded by (seed, epoch) so a resumed run replays the same
-batches, RNG states restored from the checkpoint, ``metrics.jsonl`` truncated to the resumed step, an atomic
-``last.pt``/``best.pt`` each epoch, a NaN check naming the step, and DDP when run under ``torchrun``.
+batches, every rank's RNG state saved and restored (``rng_states=`` / ``rank=``), ``metrics.jsonl`` truncated
+to the resumed step, an atomic ``last.pt``/``best.pt`` each epoch, a NaN check naming the step, and DDP when
+run under ``torchrun``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from shared.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
+from shared.checkpoint import load_checkpoint, restore_checkpoint, rng_state, save_checkpoint
 from shared.cli import add_train_args, common_parser
 from shared.config import config_to_dict, load_config, save_config
-from shared.distributed import cleanup_distributed, init_distributed, make_sampler, wrap_model
+from shared.distributed import (
+    all_gather_object,
+    all_reduce_mean,
+    cleanup_distributed,
+    init_distributed,
+    make_sampler,
+    wrap_model,
+)
 from shared.errors import run_cli
 from shared.log import MetricsLog, check_finite, get_logger, latest_run_dir, make_run_dir
 from shared.seeding import make_generator, seed_everything
@@ -88,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     start_epoch, step, best = 0, 0, None
     if args.resume:
         state = load_checkpoint(run_dir / "last.pt")
-        restore_checkpoint(state, model=model, optimizer=opt, scheduler=sched)
+        restore_checkpoint(state, model=model, optimizer=opt, scheduler=sched, rank=info.rank)
         start_epoch, step, best = state["epoch"], state["step"], state["best_metric"]
         log.info("resumed from %s at epoch %d", run_dir / "last.pt", start_epoch)
     metrics = MetricsLog(run_dir / "metrics.jsonl", info.rank, resume_step=step if args.resume else None)
@@ -121,10 +129,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             if cfg.train.sleep_per_step:
                 time.sleep(cfg.train.sleep_per_step)
         sched.step()
-        val = total / len(loader)
+        val = all_reduce_mean(torch.tensor(total / len(loader), dtype=torch.float64)).item()  # all ranks
         is_best = best is None or val < best
         best = val if is_best else best
         metrics.log({"epoch": epoch + 1, "step": step, "train_loss": val})
+        rngs = all_gather_object(rng_state())  # every rank's RNG: each resumes its own dropout stream
         if info.is_main:
             save_checkpoint(
                 run_dir,
@@ -136,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 best_metric=best,
                 is_best=is_best,
                 config=config_to_dict(cfg),
+                rng_states=rngs,
             )
     cleanup_distributed()
 
