@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -98,6 +99,10 @@ def _assert_same_checkpoint(a: dict, b: dict) -> None:
     assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
     assert a["scheduler"] == b["scheduler"]
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    per_rank_a, per_rank_b = a.get("rng_per_rank", []), b.get("rng_per_rank", [])
+    assert len(per_rank_a) == len(per_rank_b)
+    for ra, rb in zip(per_rank_a, per_rank_b):
+        assert torch.equal(ra["torch"], rb["torch"])
 
 
 def test_kill_and_resume_matches_uninterrupted_run(runs):
@@ -221,3 +226,75 @@ def test_kill_during_checkpoint_write_leaves_previous_checkpoint(tmp_path):
     torch.manual_seed(0)
     first = torch.nn.Linear(64, 64).state_dict()
     assert all(torch.equal(state["model"][k], first[k]) for k in first)
+
+
+# ------------------------------------------------------------------------------------- the same under DDP
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_ranks(config: Path, *args: str, world: int = 2) -> list[subprocess.Popen]:
+    """``world`` CPU ranks of tiny_train with the environment torchrun gives its workers."""
+    port = str(_free_port())
+    procs = []
+    for rank in range(world):
+        env = _env()
+        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        cmd = [sys.executable, "-m", "tests.tiny_train", "--config", str(config), "--device", "cpu", *args]
+        procs.append(
+            subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    return procs
+
+
+def _finish_all(procs: list[subprocess.Popen]) -> None:
+    try:
+        results = [_finish(p) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for r in results:
+        assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_kill_and_resume_matches_uninterrupted_ddp_run(tmp_path):
+    """Each rank draws its own dropout masks, so each rank must get its own RNG state back on resume."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG)
+    _finish_all(_start_ranks(config, "--run-dir", str(tmp_path / "ref")))
+    killed_dir = tmp_path / "killed"
+    procs = _start_ranks(config, "--run-dir", str(killed_dir), "--set", "train.sleep_per_step=0.3")
+    deadline = time.monotonic() + DEADLINE_S
+    try:
+        while not (killed_dir / "last.pt").exists():
+            assert all(p.poll() is None for p in procs), "a rank exited before the first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.02)
+        still_running = all(p.poll() is None for p in procs)
+        for p in procs:  # rank 0 first: the others then block in the next all-reduce and write nothing
+            p.send_signal(signal.SIGKILL)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+    assert still_running and all(p.returncode == -signal.SIGKILL for p in procs)
+    state = load_checkpoint(killed_dir / "last.pt")
+    assert 1 <= state["epoch"] < EPOCHS and len(state["rng_per_rank"]) == 2
+    _finish_all(_start_ranks(config, "--run-dir", str(killed_dir), "--resume"))
+
+    _assert_same_checkpoint(
+        load_checkpoint(killed_dir / "last.pt"), load_checkpoint(tmp_path / "ref" / "last.pt")
+    )
+    assert (killed_dir / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -17,6 +19,7 @@ from torch.utils.data import DistributedSampler
 
 from shared.distributed import (
     all_gather_cat,
+    all_gather_object,
     all_reduce_mean,
     barrier,
     cleanup_distributed,
@@ -63,8 +66,16 @@ def main(out: str) -> None:
     sampler.set_epoch(1)
     idx = torch.tensor(list(sampler))
     ordered = gather_in_order((idx * 10).double().unsqueeze(1), idx, total=7)
+    # rank 1 is late to the barrier; rank 0 must not get past it before rank 1's file exists
+    flag = Path(out) / "rank1_reached_barrier"
+    if r == 1:
+        time.sleep(0.5)
+        flag.touch()
     barrier()
+    flag_seen = flag.exists()
     result = {
+        "flag_seen_after_barrier": flag_seen,
+        "objects": all_gather_object({"rank": r, "name": f"r{r}"}),
         "rank": r,
         "world": w,
         "local_rank": info.local_rank,

@@ -111,6 +111,29 @@ def test_restore_without_rng_and_without_optimizer(tmp_path):
     assert opt.state_dict()["state"] == {}  # the saved optimizer was None, nothing loaded
 
 
+def test_per_rank_rng_states_restore_the_right_rank(tmp_path):
+    model = nn.Linear(2, 2)
+    states = []
+    for rank in range(3):
+        torch.manual_seed(100 + rank)
+        random.seed(100 + rank)
+        np.random.seed(100 + rank)
+        states.append(rng_state())
+    save_checkpoint(tmp_path, model=model, epoch=1, step=1, rng_states=states)
+    ckpt_state = load_checkpoint(tmp_path / "last.pt")
+    for rank in range(3):
+        restore_checkpoint(ckpt_state, model=model, rank=rank)
+        assert torch.equal(torch.rand(2), torch.rand(2, generator=torch.Generator().manual_seed(100 + rank)))
+        assert random.random() == random.Random(100 + rank).random()
+    torch.manual_seed(7)
+    expected = torch.rand(2)
+    torch.manual_seed(7)
+    save_checkpoint(tmp_path, model=model, epoch=1, step=1)  # no per-rank states: this process's RNG
+    torch.manual_seed(8)
+    restore_checkpoint(load_checkpoint(tmp_path / "last.pt"), model=model, rank=2)
+    assert torch.equal(torch.rand(2), expected)
+
+
 def test_rng_state_round_trip():
     state = rng_state()
     a = (random.random(), np.random.rand(), torch.rand(2))

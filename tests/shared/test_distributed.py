@@ -21,6 +21,7 @@ from torch import nn
 from shared.distributed import (
     DistInfo,
     all_gather_cat,
+    all_gather_object,
     all_reduce_mean,
     barrier,
     cleanup_distributed,
@@ -49,6 +50,7 @@ def test_single_process_fallbacks(monkeypatch):
     assert make_sampler(list(range(5)), info, shuffle=True) is None
     t = torch.arange(4.0)
     assert all_reduce_mean(t) is t and all_gather_cat(t) is t
+    assert all_gather_object({"a": 1}) == [{"a": 1}]
     barrier()
     cleanup_distributed()
     assert not DistInfo(rank=1, world_size=2, local_rank=1, device=torch.device("cpu")).is_main
@@ -138,6 +140,8 @@ def test_dist_info_wrapping_and_all_reduce(two_process_run):
         assert res["is_main"] == (r == 0)
         assert res["is_ddp"] and res["unwrapped"] and res["sampler"] == "DistributedSampler"
         assert res["mean"] == pytest.approx(1.5)
+        assert res["flag_seen_after_barrier"]
+        assert res["objects"] == [{"rank": 0, "name": "r0"}, {"rank": 1, "name": "r1"}]
 
 
 @pytest.mark.distributed
