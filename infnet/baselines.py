@@ -191,9 +191,10 @@ class HSTULayer(nn.Module):
         B, N, d = x.shape
         U, V, Q, K = F.silu(self.f1(self.norm_in(x))).chunk(4, dim=-1)  # 4 x (B, N, d)
         Q, K, V = (t.view(B, N, self.h, -1).transpose(1, 2) for t in (Q, K, V))  # (B, h, N, d_k)
-        scores = F.silu(Q @ K.transpose(-1, -2) / Q.shape[-1] ** 0.5)  # (B, h, N, N): quadratic in N
         keys = mask[:, None, None, :].to(x.dtype)  # (B, 1, 1, N)
-        A = scores * keys / keys.sum(-1, keepdim=True).clamp(min=1)
+        weight = keys / keys.sum(-1, keepdim=True).clamp(min=1)  # 1/n on real keys, 0 on padding
+        # scale folded into Q and the mask into one multiply: the (B, h, N, N) tensor is touched 3 times
+        A = F.silu((Q * Q.shape[-1] ** -0.5) @ K.transpose(-1, -2)) * weight  # (B, h, N, N): quadratic in N
         out = (A @ V).transpose(1, 2).reshape(B, N, d)  # (B, N, d)
         return x + self.dropout(self.f2(self.norm_attn(out) * U))
 
