@@ -121,9 +121,11 @@ def save_checkpoint(
         state["rng_per_rank"] = rng_states
     run_dir = Path(run_dir)
     last = run_dir / "last.pt"
-    atomic_save(state, last)
+    # best.pt first: last.pt is what --resume reads, so once it exists the best.pt of that epoch does too
+    # (a kill in between leaves the old last.pt, and the resumed epoch writes both again).
     if is_best:
         atomic_save(state, run_dir / "best.pt")
+    atomic_save(state, last)
     return last
 
 

@@ -80,6 +80,13 @@ def test_save_writes_everything_and_best_only_when_best(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_best_is_written_before_last(tmp_path, monkeypatch):
+    written = []
+    monkeypatch.setattr(ckpt, "atomic_save", lambda obj, path: written.append(Path(path).name))
+    save_checkpoint(tmp_path, model=nn.Linear(1, 1), epoch=1, step=1, is_best=True)
+    assert written == ["best.pt", "last.pt"]  # last.pt, read by --resume, is the commit point
+
+
 def test_restore_continues_exactly_like_an_uninterrupted_run(tmp_path):
     model, opt, sched = _setup()
     _train_steps(model, opt, sched, 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 import yaml
@@ -215,3 +215,21 @@ def test_trainer_writes_resolved_config_into_run_folder(tmp_path):
     saved = load_config(tiny_train.TinyConfig, run_dir / "config.yaml")
     assert saved == load_config(tiny_train.TinyConfig, cfg_path, ["model.hidden=5"])
     assert saved.model.hidden == 5 and saved.train.epochs == 1
+
+
+class Size:
+    """A user-defined annotation: values must already be instances (YAML cannot build one)."""
+
+
+@dataclass
+class Loose:
+    anything: Any = None
+    size: Size | None = None
+
+
+def test_any_fields_accept_everything_and_other_types_are_checked():
+    assert config_from_dict(Loose, {"anything": {"k": [1, "x"]}}).anything == {"k": [1, "x"]}
+    with pytest.raises(ConfigError, match="size: expected"):
+        config_from_dict(Loose, {"size": "big"})
+    s = Size()
+    assert config_from_dict(Loose, {"size": s}).size is s

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import matplotlib
 import matplotlib.image
 import numpy as np
 import pytest
@@ -126,6 +127,10 @@ def _assert_png(path, min_w: int = 100, min_h: int = 100) -> np.ndarray:
     assert img.ndim == 3 and img.shape[0] >= min_h and img.shape[1] >= min_w
     assert img[..., :3].std() > 0  # something was drawn
     return img
+
+
+def test_plots_use_the_agg_backend():
+    assert matplotlib.get_backend().lower() == "agg"  # headless: no display needed
 
 
 def test_plot_curves_png(tmp_path):
