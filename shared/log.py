@@ -42,13 +42,14 @@ def make_run_dir(root: str | Path, paper: str, experiment: str) -> Path:
     """Create ``<root>/<paper>/<experiment>/<timestamp>/`` (a numeric suffix keeps it unique)."""
     base = Path(root) / paper / experiment
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = base / stamp
-    n = 1
-    while run_dir.exists():
-        run_dir = base / f"{stamp}-{n}"
-        n += 1
-    run_dir.mkdir(parents=True)
-    return run_dir
+    run_dir, n = base / stamp, 0
+    while True:
+        try:
+            run_dir.mkdir(parents=True)  # no exists() check first: two processes cannot get the same folder
+            return run_dir
+        except FileExistsError:
+            n += 1
+            run_dir = base / f"{stamp}-{n}"
 
 
 def latest_run_dir(root: str | Path, paper: str, experiment: str) -> Path:

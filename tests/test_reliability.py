@@ -273,11 +273,12 @@ def test_ddp_kill_and_resume_matches_uninterrupted_ddp_run(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(CONFIG)
     _finish_all(_start_ranks(config, "--run-dir", str(tmp_path / "ref")))
-    killed_dir = tmp_path / "killed"
-    procs = _start_ranks(config, "--run-dir", str(killed_dir), "--set", "train.sleep_per_step=0.3")
+    # no --run-dir: rank 0 makes the one run folder, and --resume must find it again
+    root = ["--set", f"train.runs_root={tmp_path / 'runs'}"]
+    procs = _start_ranks(config, *root, "--set", "train.sleep_per_step=0.3")
     deadline = time.monotonic() + DEADLINE_S
     try:
-        while not (killed_dir / "last.pt").exists():
+        while not list((tmp_path / "runs").glob("tiny/rel/*/last.pt")):
             assert all(p.poll() is None for p in procs), "a rank exited before the first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint appeared"
             time.sleep(0.02)
@@ -290,9 +291,11 @@ def test_ddp_kill_and_resume_matches_uninterrupted_ddp_run(tmp_path):
                 p.kill()
             p.communicate()
     assert still_running and all(p.returncode == -signal.SIGKILL for p in procs)
+    (killed_dir,) = (tmp_path / "runs").glob("tiny/rel/*")  # one folder for both ranks
     state = load_checkpoint(killed_dir / "last.pt")
     assert 1 <= state["epoch"] < EPOCHS and len(state["rng_per_rank"]) == 2
-    _finish_all(_start_ranks(config, "--run-dir", str(killed_dir), "--resume"))
+    _finish_all(_start_ranks(config, *root, "--resume"))
+    assert len(list((tmp_path / "runs").glob("tiny/rel/*"))) == 1
 
     _assert_same_checkpoint(
         load_checkpoint(killed_dir / "last.pt"), load_checkpoint(tmp_path / "ref" / "last.pt")

@@ -79,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.resume:
         run_dir = latest_run_dir(cfg.train.runs_root, "tiny", cfg.experiment)
     else:
-        run_dir = make_run_dir(cfg.train.runs_root, "tiny", cfg.experiment)
+        # one folder per run, not per rank: rank 0 creates it and the other ranks use its name
+        made = make_run_dir(cfg.train.runs_root, "tiny", cfg.experiment) if info.is_main else None
+        run_dir = all_gather_object(made)[0]
     if info.is_main:
         save_config(cfg, run_dir / "config.yaml")
 
