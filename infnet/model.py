@@ -24,9 +24,12 @@ Deviations (each is a ``ModelConfig`` option; defaults in brackets; see infnet/R
   heterogeneous update is added to the proxies / task tokens (X' = X + sum of CAs); PGU is never residual.
 - norm [layernorm]: LayerNorm on the queries and keys/values entering each CA (pre-norm) and on the final
   task tokens; not stated in the paper.
-- gate_uses [layer_l]: the equations gate with the layer-l proxies, the prose with the freshly updated
-  (layer l+1) ones.
+- gate_uses [layer_l_plus_1]: the prose gates with the freshly updated (layer l+1) proxies, the equations
+  with the layer-l ones; with the latter, block l's proxy updates reach the task tokens only two blocks
+  later, so at N = 2 the C~/S~ cross-attentions would have no effect (see ``block_plans``).
 - n_heads [2], n_blocks [2]: not stated. Each of the eight CAs has its own weights (sharing not stated).
+- Parts whose output cannot reach the towers are not built (``block_plans``): exact parameter counts, and
+  DDP needs no ``find_unused_parameters``.
 - seq_proxy_mode [per_behaviour]: the equations give one proxy per behaviour (sum pooling); section 4.4
   tests 2/4/8 "sequential proxies", which we read as k learned attention-pooled proxies ("k").
 - phi_cat is a one-hidden-layer MLP, phi_seq a linear map (depths not given); side attributes of sequence

@@ -26,10 +26,18 @@ from infnet.config import InfnetConfig
 from infnet.data import load_dataset, make_loader
 from infnet.evaluate import evaluate_model, to_device
 from infnet.model import build_model, count_parameters, multitask_loss
-from shared.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
+from shared.checkpoint import load_checkpoint, restore_checkpoint, rng_state, save_checkpoint
 from shared.cli import add_train_args, common_parser
 from shared.config import config_to_dict, load_config, save_config
-from shared.distributed import barrier, cleanup_distributed, init_distributed, unwrap_model, wrap_model
+from shared.distributed import (
+    all_gather_object,
+    all_reduce_mean,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+    unwrap_model,
+    wrap_model,
+)
 from shared.errors import ConfigError, run_cli
 from shared.log import MetricsLog, check_finite, get_logger, latest_run_dir, make_run_dir
 from shared.seeding import seed_everything
@@ -75,7 +83,7 @@ def train(
     extra = {"bad_epochs": 0, "train_time_s": 0.0, "stopped": False}
     if resume:
         state = load_checkpoint(Path(run_dir) / "last.pt", map_location=info.device)
-        restore_checkpoint(state, model=model, optimizer=opt)
+        restore_checkpoint(state, model=model, optimizer=opt, rank=info.rank)
         start_epoch, step, best = state["epoch"], state["step"], state["best_metric"]
         extra.update(state.get("extra") or {})
         log.info("resumed from %s at epoch %d", Path(run_dir) / "last.pt", start_epoch)
@@ -117,13 +125,15 @@ def train(
         else:
             extra["bad_epochs"] += 1
         extra["stopped"] = extra["bad_epochs"] >= cfg.train.patience
-        record = {"epoch": epoch + 1, "step": step, "train_loss": total / max(n_batches, 1)}
+        train_loss = all_reduce_mean(torch.tensor(total / max(n_batches, 1), dtype=torch.float64)).item()
+        record = {"epoch": epoch + 1, "step": step, "train_loss": train_loss}
         record.update({f"val_{k}": v for k, v in val.items()})
         record["train_time_s"] = extra["train_time_s"]
         metrics.log(record)
         log.info(
             "epoch %d: loss %.4f, val mean AUC %.4f (best %.4f)", epoch + 1, record["train_loss"], score, best
         )
+        rngs = all_gather_object(rng_state())  # every rank resumes its own dropout stream
         if info.is_main:
             save_checkpoint(
                 run_dir,
@@ -135,6 +145,7 @@ def train(
                 is_best=is_best,
                 config=config_to_dict(cfg),
                 extra=extra,
+                rng_states=rngs,
             )
         if extra["stopped"]:
             log.info("early stop: no val improvement for %d epochs", cfg.train.patience)

@@ -45,7 +45,7 @@ def test_padding_positions_cannot_change_outputs(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_overfits_one_batch_and_is_deterministic(name):
-    batch = random_batch(tiny_spec(), 32, seed=3)
+    batch = random_batch(tiny_spec(), 16, seed=3)
 
     def run() -> tuple[float, float, torch.Tensor]:
         model = make(name)

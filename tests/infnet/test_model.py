@@ -205,17 +205,17 @@ def test_seeded_determinism():
 
 def test_overfits_one_batch():
     spec = tiny_spec()
-    batch = random_batch(spec, 32, seed=3)
+    batch = random_batch(spec, 16, seed=3)
     model = make()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     first = None
-    for _ in range(150):
+    for _ in range(80):
         loss = multitask_loss(model(batch), batch["labels"])
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert loss.item() < 0.2 * first
+    assert loss.item() < 0.25 * first
 
 
 def test_loss_weights():

@@ -30,6 +30,7 @@ def random_data(monkeypatch):
 def write_config(tmp_path: Path, **train) -> Path:
     cfg = {
         "experiment": "test",
+        "data": {"max_rows": 300},
         "model": {"embed_dim": 8, "n_heads": 2, "tower_dims": [8], "proxy_hidden": 16, "gate_hidden": 16},
         "train": {"epochs": 2, "batch_size": 64, "lr": 0.01, "runs_root": str(tmp_path / "runs"), **train},
     }
