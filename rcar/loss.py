@@ -1,0 +1,32 @@
+"""Hinge-based triplet ranking loss of VSE++ / SCAN, as in the official ``lib/loss.py`` (facts §1).
+
+For every positive (image i, caption j) of a batch and margin α:
+
+    cost_caption[i, j'] = [α + S(i, j') - S(i, i)]_+   (image i retrieves captions)
+    cost_image[i', j]   = [α + S(i', j) - S(j, j)]_+   (caption j retrieves images)
+
+summed over all negatives during the warm-up epochs ("VSE0") and over the hardest negative of each query
+afterwards ("VSE++ max violation"), then summed over the batch.
+
+Deviation: the official code treats only the diagonal as positive; here every pair whose image index matches
+is masked (two captions of the same image in a batch are not pushed apart).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def triplet_loss(sims: torch.Tensor, image_index: torch.Tensor, margin: float, hardest: bool) -> torch.Tensor:
+    """sims (B, B): row i = image of caption i, column j = caption j; image_index (B,) -> scalar loss."""
+    diag = sims.diagonal().view(-1, 1)  # (B, 1): S(i, i)
+    cost_caption = (margin + sims - diag).clamp(min=0)  # compare with the positive of the row (image query)
+    cost_image = (margin + sims - diag.T).clamp(
+        min=0
+    )  # compare with the positive of the column (caption query)
+    positive = image_index.view(-1, 1) == image_index.view(1, -1)  # (B, B), includes the diagonal
+    cost_caption = cost_caption.masked_fill(positive, 0)
+    cost_image = cost_image.masked_fill(positive, 0)
+    if hardest:
+        return cost_caption.max(dim=1).values.sum() + cost_image.max(dim=0).values.sum()
+    return cost_caption.sum() + cost_image.sum()
