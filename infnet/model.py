@@ -27,7 +27,8 @@ Deviations (each is a ``ModelConfig`` option; defaults in brackets; see infnet/R
 - gate_uses [layer_l_plus_1]: the prose gates with the freshly updated (layer l+1) proxies, the equations
   with the layer-l ones; with the latter, block l's proxy updates reach the task tokens only two blocks
   later, so at N = 2 the C~/S~ cross-attentions would have no effect (see ``block_plans``).
-- n_heads [2], n_blocks [2]: not stated. Each of the eight CAs has its own weights (sharing not stated).
+- n_heads [2], n_blocks [2]: not stated. Each of the eight CAs has its own weights (sharing not stated) and,
+  as usual for multi-head attention, an output projection W_O that the paper's CA formula does not show.
 - Parts whose output cannot reach the towers are not built (``block_plans``): exact parameter counts, and
   DDP needs no ``find_unused_parameters``.
 - seq_proxy_mode [per_behaviour]: the equations give one proxy per behaviour (sum pooling); section 4.4
