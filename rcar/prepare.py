@@ -67,7 +67,7 @@ class PrepareConfig:
     train_pool: int = 250  # digits per class for the train scenes
     dev_pool: int = 50
     test_pool: int = 50
-    encoder_steps: int = 400
+    encoder_steps: int = 300
     encoder_batch: int = 32
     encoder_val_scenes: int = 500
     threads: int = 2
