@@ -286,6 +286,18 @@ class PrecompDataset(Dataset):
         if not self._check_each_item:
             check_finite(self.features, self.features_path)
 
+    def __getstate__(self) -> dict:
+        # Loader workers started by spawn/forkserver re-open the memmap instead of receiving a pickled copy.
+        state = self.__dict__.copy()
+        state["features"] = None
+        state["_n_kept_images"] = self.n_images
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        n = state.pop("_n_kept_images")
+        self.__dict__.update(state)
+        self.features = open_features(self.features_path)[:n]
+
     def set_epoch(self, epoch: int) -> None:
         """Key the augmentation draws by epoch (call once per epoch, like ``DistributedSampler``)."""
         self.epoch = int(epoch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -140,6 +141,15 @@ def test_collate_pads_sorts_and_keeps_indices(precomp: Path, vocab: Vocab) -> No
         assert torch.equal(batch["images"][list(batch["caption_index"]).index(ci)], ds[int(ci)][0])
     loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collate_train)
     assert sum(b["images"].shape[0] for b in loader) == 10
+
+
+def test_pickled_dataset_reopens_the_memmap(precomp: Path, vocab: Vocab) -> None:
+    ds = PrecompDataset(precomp, "dev", vocab, augment=True, seed=1, max_images=1)
+    ds.set_epoch(2)
+    clone = pickle.loads(pickle.dumps(ds))  # what a spawn-started loader worker receives
+    assert isinstance(clone.features, np.memmap) and clone.n_images == 1 and len(clone) == 5
+    for i in range(5):
+        assert torch.equal(clone[i][0], ds[i][0]) and torch.equal(clone[i][1], ds[i][1])
 
 
 def test_build_train_dataset_from_config(precomp: Path, vocab: Vocab) -> None:
