@@ -42,9 +42,19 @@ from rcar.config import ModelConfig
 EPS = 1e-8
 
 
-def l2norm(x: torch.Tensor, dim: int = -1, eps: float = EPS) -> torch.Tensor:
+def l2norm(x: torch.Tensor, dim: int = -1, eps: float = EPS, inplace: bool = False) -> torch.Tensor:
     """x / (||x||_2 + eps), the official normalisation (eps outside the square root), in one norm pass."""
-    return x / (torch.linalg.vector_norm(x, dim=dim, keepdim=True) + eps)
+    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
+    return x.div_(norm.add_(eps)) if inplace else x / (norm + eps)
+
+
+def no_grad_inplace() -> bool:
+    """Whether big intermediates may be overwritten in place: only without autograd (evaluation).
+
+    The per-pair tensors are (G, N, Lq, d); on a CPU every extra pass over them costs about as much as the
+    GEMMs, so evaluation reuses buffers while training keeps the out-of-place ops autograd needs.
+    """
+    return not torch.is_grad_enabled()
 
 
 def mean_over_queries(x: torch.Tensor, query_mask: torch.Tensor | None) -> torch.Tensor:
@@ -122,6 +132,7 @@ def cross_attention(
     """
     n, lq, d = query.shape
     g, lc, _ = context.shape
+    inplace = no_grad_inplace()
     if m is None:  # one GEMM for every pair: (G·Lc, d) x (d, N·Lq)
         attn = (
             (context.reshape(g * lc, d) @ query.reshape(n * lq, d).T).view(g, lc, n, lq).permute(0, 2, 3, 1)
@@ -129,15 +140,15 @@ def cross_attention(
     else:  # one bmm per context owner: (N·Lq, d) x (d, Lc)
         qm = (query.unsqueeze(0) * m).reshape(g, n * lq, d)
         attn = torch.bmm(qm, context.transpose(1, 2)).view(g, n, lq, lc)
-    attn = F.leaky_relu(attn, 0.1)  # (G, N, Lq, Lc)
+    attn = F.leaky_relu(attn, 0.1, inplace=inplace)  # (G, N, Lq, Lc)
     if query_mask is not None:  # padded query words must not enter the norm over Lq
         attn = attn * query_mask[None, :, :, None].to(attn.dtype)
-    attn = l2norm(attn, dim=2) * lam
+    attn = l2norm(attn, dim=2, inplace=inplace) * lam
     if context_mask is not None:  # padded context words get zero attention
         attn = attn.masked_fill(~context_mask[:, None, None, :], float("-inf"))
     attn = torch.softmax(attn, dim=-1)
     wctx = torch.bmm(attn.reshape(g, n * lq, lc), context).view(g, n, lq, d)
-    return l2norm(wctx)
+    return l2norm(wctx, inplace=inplace)
 
 
 class AlignmentVector(nn.Module):
@@ -148,7 +159,9 @@ class AlignmentVector(nn.Module):
         self.proj = nn.Linear(embed_size, sim_dim)
 
     def forward(self, query: torch.Tensor, wctx: torch.Tensor) -> torch.Tensor:
-        return l2norm(self.proj((query.unsqueeze(0) - wctx).pow(2)))
+        diff = query.unsqueeze(0) - wctx  # (G, N, Lq, d)
+        diff = diff.square_() if no_grad_inplace() else diff.square()
+        return l2norm(self.proj(diff))
 
 
 class CorrespondenceRegulator(nn.Module):
@@ -165,7 +178,10 @@ class CorrespondenceRegulator(nn.Module):
         self, s: torch.Tensor, m: torch.Tensor | None, lam: torch.Tensor | float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         m_prev = 1.0 if m is None else m
-        m = (torch.tanh(self.mlp_m(s)) + m_prev).clamp(-1.0, 1.0)
+        if no_grad_inplace():  # the same ops on the Linear's output buffer
+            m = self.mlp_m(s).tanh_().add_(m_prev).clamp_(-1.0, 1.0)
+        else:
+            m = (torch.tanh(self.mlp_m(s)) + m_prev).clamp(-1.0, 1.0)
         lam = F.relu(self.mlp_lam(s) + lam)
         return m, lam
 
