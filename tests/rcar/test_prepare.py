@@ -34,7 +34,7 @@ from rcar.scenes import (
     render,
     split_digit_pools,
 )
-from shared.errors import DataError
+from shared.errors import ConfigError, DataError
 
 PER_CLASS = 12
 
@@ -221,6 +221,14 @@ def test_tiny_prepare_end_to_end_offline(tmp_path: Path, monkeypatch: pytest.Mon
     prep.prepare(cfg, force=True)  # same seed -> same bytes
     np.testing.assert_array_equal(np.load(out / "test_ims.npy"), first)
     assert (out / "test_caps.txt").read_text().count("\n") == 30
+
+
+def test_impossible_pools_are_a_config_error(tmp_path: Path) -> None:
+    _write_raw(tmp_path / "raw")
+    cfg = _tiny_cfg(tmp_path)
+    cfg.train_pool = PER_CLASS  # with the other pools: more digits than a class has
+    with pytest.raises(ConfigError, match="digit pools"):
+        prep.prepare(cfg)
 
 
 def test_corrupt_raw_file_is_a_data_error(tmp_path: Path) -> None:
