@@ -283,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cpu = torch.device("cpu")
     flops = flops_per_pair(cfg, 36, 12)
     t0 = time.time()
+    load_average = os.getloadavg()[0]  # other jobs on the machine lower every figure below
     peak_before = matmul_peak_gflops()
     cpu100 = compare(model, args.images, n_cap, 100, args.budget_mb, cpu, flops)
     cpu10 = compare(model, args.images, n_cap10, 10, args.budget_mb, cpu, flops)
@@ -293,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "(paper dims: 36 regions, d=1024, sim 256, ~12-word captions, RCAR K=2, t2i; random weights)",
         "machine": machine_description(),
         "torch_threads": torch.get_num_threads(),
+        "load_average": load_average,
         "quick": args.quick,
         "flops_per_pair": flops,
         "matmul_peak_gflops": peak,
