@@ -135,3 +135,20 @@ def test_two_process_gloo_training(tmp_path: Path, precomp: Path) -> None:
     recs = read_metrics(run_dir / "metrics.jsonl")
     assert len(recs) == 1 and np.isfinite(recs[0]["train_loss"])
     assert (run_dir / "last.pt").is_file()
+
+
+def test_reproduce_claim_check_on_hand_made_results() -> None:
+    from rcar.reproduce import claim_check
+
+    def res(t2i: dict[str, list[float]], i2t: dict[str, list[float]]) -> dict:
+        return {("t2i", m): {"rsum": v} for m, v in t2i.items()} | {
+            ("i2t", m): {"rsum": v} for m, v in i2t.items()
+        }
+
+    good = {"baseline": [300.0, 302.0], "rcr": [310.0, 312.0], "rar": [305.0, 309.0], "rcar": [320.0, 322.0]}
+    rows, summary = claim_check(res(good, good))
+    assert summary == "held in both directions" and all(r[2] in ("held", "") for r in rows)
+    bad = dict(good, rar=[290.0, 292.0])  # RAR below the baseline in i2t
+    rows, summary = claim_check(res(good, bad))
+    assert summary == "did not fully hold"
+    assert ["i2t", "+RAR > baseline", "did not hold"] in rows
