@@ -178,7 +178,7 @@ def write_report(root: Path, seeds: Sequence[int], quick: bool, wall: float, out
         [LABELS[m] for m in MODES],
         {d: [float(np.mean(res[d, m]["rsum"])) for m in MODES] for d in DIRECTIONS},
         out_dir / "rsum.png",
-        "test rsum (5 folds of 200 images)",
+        "test rsum (first 200 images)" if quick else "test rsum (5 folds of 200 images)",
         errors=errs if len(seeds) > 1 else None,
         title="RCAR regulators on synthetic captions over MNIST digits",
     )
