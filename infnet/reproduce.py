@@ -137,10 +137,7 @@ def run_all(
     for key in ORDER:
         overrides = overrides_of[key]
         for seed in seeds:
-            name = f"{key}_seed{seed}"
-            reused = Path(args.reuse) / name if args.reuse else None
-            run_dir = reused if reused and (reused / "test_metrics.json").is_file() else root / name
-            jobs.append((key, run_dir, [*overrides, f"train.seed={seed}", *extra]))
+            jobs.append((key, root / f"{key}_seed{seed}", [*overrides, f"train.seed={seed}", *extra]))
     results: dict[str, list[dict]] = {key: [] for key, _, _ in MODELS}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [(key, pool.submit(run_one, args.config, ov, rd, args.threads)) for key, rd, ov in jobs]
@@ -289,6 +286,16 @@ def write_report(
         f"Training time is the sum of the epochs' training loops (no evaluation), one CPU thread per run, "
         f"{args.jobs} runs in parallel on a shared machine: compare within this table only."
     )
+    capped = [
+        labels[k]
+        for k, _, _ in MODELS
+        if all(r["best_epoch"] == r["epochs_run"] == args.epochs for r in results[k])
+    ]
+    if capped:
+        rep.text(
+            f"Best epoch = the last allowed epoch ({args.epochs}) for every seed of: {', '.join(capped)}; "
+            "these models were still improving when the epoch cap stopped them."
+        )
     rep.heading("Did the paper's claims hold here?")
     rep.text("\n".join(claims(results, tasks)))
     # plots
@@ -375,7 +382,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = load_config(InfnetConfig, args.config, extra)
     spec, sizes = ensure_data(cfg)
     root = Path(cfg.train.runs_root) / "infnet" / ("reproduce-quick" if args.quick else "reproduce")
-    root = root / time.strftime("%Y%m%d-%H%M%S")
+    # --reuse: finished runs of that folder are read back, missing ones are trained into it
+    root = Path(args.reuse) if args.reuse else root / time.strftime("%Y%m%d-%H%M%S")
     log.info("%d models x %d seeds, %d epochs max, runs in %s", len(MODELS), len(seeds), args.epochs, root)
     results = run_all(args, seeds, extra, root)
     wall = time.perf_counter() - t0
