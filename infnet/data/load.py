@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from infnet.data.sources import (
     TENREC_FILE,
     kuairand_folder,
 )
+from shared.checkpoint import atomic_save
 from shared.config import config_to_dict
 from shared.errors import ConfigError, DataError
 
@@ -192,10 +192,7 @@ def encode_dataset(cfg: DataConfig) -> tuple[EncodedData, str]:
     enc = encode_frame(frame, fcfg, fpath)
     validate_encoded(enc, f"{cfg.dataset} (freshly encoded)")
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        torch.save(_to_state(enc), tmp)
-        os.replace(tmp, cache_file)
+        atomic_save(_to_state(enc), cache_file)  # unique temp name: concurrent builders cannot collide
     return enc, str(folder)
 
 
