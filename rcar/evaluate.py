@@ -107,6 +107,10 @@ def sims_from_embeddings(
     else:
         img_blk = min(n_img, per_chunk)
         cap_blk = max(1, min(n_cap, per_chunk // img_blk))
+    order = torch.argsort(
+        lengths
+    )  # similar lengths share a block, so each block is padded to ~its own length
+    cap_embs, lengths = cap_embs[order], lengths[order]
     out = torch.empty(n_img, n_cap, dtype=torch.float32, device=img_embs.device)
     for c0 in range(0, n_cap, cap_blk):
         c1 = min(c0 + cap_blk, n_cap)
@@ -115,7 +119,9 @@ def sims_from_embeddings(
         for i0 in range(0, n_img, img_blk):
             i1 = min(i0 + img_blk, n_img)
             out[i0:i1, c0:c1] = model.pair_sims(img_embs[i0:i1], caps, lens)
-    return out
+    result = torch.empty_like(out)
+    result[:, order] = out
+    return result
 
 
 @torch.no_grad()
