@@ -39,7 +39,7 @@ from shared.distributed import (
     wrap_model,
 )
 from shared.errors import ConfigError, run_cli
-from shared.log import MetricsLog, check_finite, get_logger, latest_run_dir, make_run_dir
+from shared.log import MetricsLog, check_finite, get_logger, resolve_run_dir
 from shared.seeding import seed_everything
 
 
@@ -63,13 +63,7 @@ def train(
     seed_everything(cfg.train.seed, rank=info.rank, deterministic=cfg.train.deterministic)
     log = get_logger("infnet", info.rank)
 
-    if run_dir:
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-    elif resume:
-        run_dir = latest_run_dir(cfg.train.runs_root, "infnet", cfg.experiment)
-    else:
-        run_dir = make_run_dir(cfg.train.runs_root, "infnet", cfg.experiment)
+    run_dir = resolve_run_dir(run_dir, resume, cfg.train.runs_root, "infnet", cfg.experiment, info.rank)
     if info.is_main:
         save_config(cfg, run_dir / "config.yaml")
 

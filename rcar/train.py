@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch.nn.utils import clip_grad_norm_
@@ -44,7 +43,7 @@ from shared.distributed import (
     wrap_model,
 )
 from shared.errors import ConfigError, run_cli
-from shared.log import MetricsLog, check_finite, get_logger, latest_run_dir, make_run_dir
+from shared.log import MetricsLog, check_finite, get_logger, resolve_run_dir
 from shared.seeding import make_generator, seed_everything
 
 
@@ -67,13 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     seed_everything(tc.seed, rank=info.rank)
     log = get_logger("rcar.train", info.rank)
 
-    if args.run_dir:
-        run_dir = Path(args.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-    elif args.resume:
-        run_dir = latest_run_dir(tc.runs_root, "rcar", cfg.run_name())
-    else:
-        run_dir = make_run_dir(tc.runs_root, "rcar", cfg.run_name())
+    run_dir = resolve_run_dir(args.run_dir, args.resume, tc.runs_root, "rcar", cfg.run_name(), info.rank)
     if info.is_main:
         save_config(cfg, run_dir / "config.yaml")
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from shared.distributed import all_gather_object
 from shared.errors import TrainingError
 
 T = TypeVar("T")
@@ -59,6 +60,24 @@ def latest_run_dir(root: str | Path, paper: str, experiment: str) -> Path:
     if not runs:
         raise TrainingError(f"nothing to resume: no run with last.pt under {base}; start without --resume")
     return max(runs, key=lambda p: (p / "last.pt").stat().st_mtime)
+
+
+def resolve_run_dir(
+    run_dir: str | Path | None, resume: bool, root: str | Path, paper: str, experiment: str, rank: int = 0
+) -> Path:
+    """The run folder of a training command, the same on every rank.
+
+    ``--run-dir`` wins; ``--resume`` without it picks the newest run holding ``last.pt``; otherwise rank 0
+    creates a fresh timestamped folder and the other ranks use its name (one folder per run, not per rank).
+    """
+    if run_dir:
+        path = Path(run_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    if resume:
+        return latest_run_dir(root, paper, experiment)
+    made = make_run_dir(root, paper, experiment) if rank == 0 else None
+    return all_gather_object(made)[0]
 
 
 class MetricsLog:

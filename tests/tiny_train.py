@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -30,7 +29,7 @@ from shared.distributed import (
     wrap_model,
 )
 from shared.errors import run_cli
-from shared.log import MetricsLog, check_finite, get_logger, latest_run_dir, make_run_dir
+from shared.log import MetricsLog, check_finite, get_logger, resolve_run_dir
 from shared.seeding import make_generator, seed_everything
 
 
@@ -73,15 +72,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     seed_everything(cfg.train.seed, rank=info.rank)
     log = get_logger("tiny", info.rank)
 
-    if args.run_dir:
-        run_dir = Path(args.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-    elif args.resume:
-        run_dir = latest_run_dir(cfg.train.runs_root, "tiny", cfg.experiment)
-    else:
-        # one folder per run, not per rank: rank 0 creates it and the other ranks use its name
-        made = make_run_dir(cfg.train.runs_root, "tiny", cfg.experiment) if info.is_main else None
-        run_dir = all_gather_object(made)[0]
+    run_dir = resolve_run_dir(
+        args.run_dir, args.resume, cfg.train.runs_root, "tiny", cfg.experiment, info.rank
+    )
     if info.is_main:
         save_config(cfg, run_dir / "config.yaml")
 

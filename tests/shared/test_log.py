@@ -133,3 +133,16 @@ def test_check_finite_names_the_step():
         check_finite(float("inf"), step=2, what="grad norm")
     with pytest.raises(TrainingError, match="-inf at step 0"):
         check_finite(float("-inf"), step=0)
+
+
+def test_resolve_run_dir_explicit_resume_and_fresh(tmp_path):
+    from shared.log import resolve_run_dir
+
+    explicit = resolve_run_dir(tmp_path / "mine", False, tmp_path / "runs", "p", "e")
+    assert explicit == tmp_path / "mine" and explicit.is_dir()
+    fresh = resolve_run_dir(None, False, tmp_path / "runs", "p", "e")
+    assert fresh.parent == tmp_path / "runs" / "p" / "e" and fresh.is_dir()
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        resolve_run_dir(None, True, tmp_path / "runs", "p", "e")
+    (fresh / "last.pt").write_bytes(b"x")
+    assert resolve_run_dir(None, True, tmp_path / "runs", "p", "e") == fresh
