@@ -15,13 +15,7 @@ DIRECTIONS = ("t2i", "i2t")
 VOCAB = 40
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronisation (and stalls on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny_cfg(mode: str = "rcar", direction: str = "t2i", **kw) -> ModelConfig:

@@ -22,13 +22,7 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "rcar" / "tiny_prec
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronisation (and stalls on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 # --------------------------------------------------------------------------------------------------- loss
