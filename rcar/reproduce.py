@@ -37,7 +37,12 @@ MODES = ("baseline", "rcr", "rar", "rcar")
 DIRECTIONS = ("t2i", "i2t")
 LABELS = {"baseline": "baseline (K=0)", "rcr": "+RCR", "rar": "+RAR", "rcar": "+RCAR"}
 METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
-QUICK_OVERRIDES = ["train.epochs=3", "train.max_captions_per_epoch=1600"]
+QUICK_OVERRIDES = [
+    "train.epochs=4",
+    "train.warmup_epochs=3",
+    "train.lr_decay_epoch=3",
+    "train.max_captions_per_epoch=1600",
+]
 QUICK_TEST_IMAGES = 200  # QUICK scores the first 200 test images (one fold) only
 # Paranioar/RCAR README (probably the RCAR K=2 models); rsum is our arithmetic (facts §3).
 README_NUMBERS = [
@@ -201,7 +206,7 @@ def write_report(root: Path, seeds: Sequence[int], quick: bool, wall: float, out
     rep = Report("RCAR (Diao et al., TIP 2023): regulators on the embedded image-text set")
     rep.text(
         f"""
-{"**QUICK run** (1 seed, 3 epochs of 1,600 captions, test on the first 200 images only): indicative numbers. " if quick else ""}
+{f"**QUICK run** (1 seed, {cfg.train.epochs} epochs of {cfg.train.max_captions_per_epoch:,} captions, test on the first 200 images only): indicative numbers. " if quick else ""}
 {f"**Full schedule with {len(seeds)} seed(s)** (`make reproduce-rcar` runs 3; no std without several seeds). " if not quick and len(seeds) < 3 else ""}
 Data: **synthetic captions over real MNIST digits** (`make data-rcar`): scenes of MNIST digits with region
 features from a small region encoder (12 regions x 256-d per image), five template captions per scene;
