@@ -95,30 +95,34 @@ def sims_from_embeddings(
 ) -> torch.Tensor:
     """(n_img, R, d) x (n_cap, L, d) -> (n_img, n_cap), in chunks of pairs that fit ``budget_mb``.
 
-    The query owners (captions for t2i, images for i2t) fill a chunk first: the per-pair products are then
-    a few large GEMMs per context owner.
+    Captions are grouped by length and a block never mixes lengths: no pair pays for padded words (the
+    per-caption loop runs every caption at its true length too) and no mask is needed. Within that, the
+    query owners (captions for t2i, images for i2t) fill a chunk first, so the per-pair products are a few
+    large GEMMs per context owner.
     """
     n_img, n_reg, _ = img_embs.shape
-    n_cap, n_words, _ = cap_embs.shape
-    per_chunk = pairs_per_chunk(model, n_reg, n_words, budget_mb)
-    if model.direction == "t2i":
-        cap_blk = min(n_cap, per_chunk)
-        img_blk = max(1, min(n_img, per_chunk // cap_blk))
-    else:
-        img_blk = min(n_img, per_chunk)
-        cap_blk = max(1, min(n_cap, per_chunk // img_blk))
-    order = torch.argsort(
-        lengths
-    )  # similar lengths share a block, so each block is padded to ~its own length
-    cap_embs, lengths = cap_embs[order], lengths[order]
+    n_cap = cap_embs.shape[0]
+    order = torch.argsort(lengths.cpu(), stable=True)
+    sorted_lengths = lengths.cpu()[order]
+    order = order.to(cap_embs.device)
     out = torch.empty(n_img, n_cap, dtype=torch.float32, device=img_embs.device)
-    for c0 in range(0, n_cap, cap_blk):
-        c1 = min(c0 + cap_blk, n_cap)
-        length = int(lengths[c0:c1].max())  # trim the padding of this block
-        caps, lens = cap_embs[c0:c1, :length], lengths[c0:c1]
+    c0 = 0
+    while c0 < n_cap:
+        length = int(sorted_lengths[c0])
+        same = int(torch.searchsorted(sorted_lengths, length, right=True)) - c0  # captions of this length
+        per_chunk = pairs_per_chunk(model, n_reg, length, budget_mb)
+        if model.direction == "t2i":
+            cap_blk = min(same, per_chunk)
+            img_blk = max(1, min(n_img, per_chunk // cap_blk))
+        else:
+            img_blk = min(n_img, per_chunk)
+            cap_blk = max(1, min(same, per_chunk // img_blk))
+        idx = order[c0 : c0 + cap_blk]
+        caps, lens = cap_embs[idx, :length], lengths[idx]
         for i0 in range(0, n_img, img_blk):
             i1 = min(i0 + img_blk, n_img)
-            out[i0:i1, c0:c1] = model.pair_sims(img_embs[i0:i1], caps, lens)
+            out[i0:i1, c0 : c0 + cap_blk] = model.pair_sims(img_embs[i0:i1], caps, lens)
+        c0 += cap_blk
     result = torch.empty_like(out)
     result[:, order] = out
     return result

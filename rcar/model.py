@@ -124,22 +124,25 @@ def cross_attention(
     lam: torch.Tensor | float,
     query_mask: torch.Tensor | None = None,
     context_mask: torch.Tensor | None = None,
+    normalize: bool = True,
 ) -> torch.Tensor:
     """Attended context ĉ for every (context owner g, query owner n) pair.
 
     query (N, Lq, d); context (G, Lc, d); m None (= all ones) or (G, N, Lq, d); lam a float or (G, N, Lq, 1);
-    query_mask (N, Lq) / context_mask (G, Lc) are True on real tokens. Returns (G, N, Lq, d), L2-normalised.
+    query_mask (N, Lq) / context_mask (G, Lc) are True on real tokens. Returns (G, N, Lq, d), L2-normalised
+    unless ``normalize=False`` (callers that normalise it themselves save a pass over the biggest tensor).
     """
     n, lq, d = query.shape
     g, lc, _ = context.shape
     inplace = no_grad_inplace()
-    if m is None:  # one GEMM for every pair: (G·Lc, d) x (d, N·Lq)
+    if m is None:  # one GEMM for every pair: (N·Lq, d) x (d, G·Lc); Lc stays the contiguous axis
         attn = (
-            (context.reshape(g * lc, d) @ query.reshape(n * lq, d).T).view(g, lc, n, lq).permute(0, 2, 3, 1)
+            (query.reshape(n * lq, d) @ context.reshape(g * lc, d).T).view(n, lq, g, lc).permute(2, 0, 1, 3)
         )
     else:  # one bmm per context owner: (N·Lq, d) x (d, Lc)
         qm = (query.unsqueeze(0) * m).reshape(g, n * lq, d)
         attn = torch.bmm(qm, context.transpose(1, 2)).view(g, n, lq, lc)
+        del qm
     attn = F.leaky_relu(attn, 0.1, inplace=inplace)  # (G, N, Lq, Lc)
     if query_mask is not None:  # padded query words must not enter the norm over Lq
         attn = attn * query_mask[None, :, :, None].to(attn.dtype)
@@ -148,19 +151,27 @@ def cross_attention(
         attn = attn.masked_fill(~context_mask[:, None, None, :], float("-inf"))
     attn = torch.softmax(attn, dim=-1)
     wctx = torch.bmm(attn.reshape(g, n * lq, lc), context).view(g, n, lq, d)
-    return l2norm(wctx, inplace=inplace)
+    return l2norm(wctx, inplace=inplace) if normalize else wctx
 
 
 class AlignmentVector(nn.Module):
-    """s = l2norm(W (q - ĉ)²): (G, N, Lq, d) -> (G, N, Lq, sim_dim); q is the unmodulated query."""
+    """s = l2norm(W (q - ĉ)²): (G, N, Lq, d) -> (G, N, Lq, sim_dim); q is the unmodulated query.
+
+    Takes the attended context *before* its L2 norm (``cross_attention(..., normalize=False)``): without
+    autograd, q - ĉ is then formed in one pass (``addcdiv``) in that buffer and squared in place, instead of
+    three passes and a new (G, N, Lq, d) tensor.
+    """
 
     def __init__(self, embed_size: int, sim_dim: int):
         super().__init__()
         self.proj = nn.Linear(embed_size, sim_dim)
 
     def forward(self, query: torch.Tensor, wctx: torch.Tensor) -> torch.Tensor:
-        diff = query.unsqueeze(0) - wctx  # (G, N, Lq, d)
-        diff = diff.square_() if no_grad_inplace() else diff.square()
+        norm = torch.linalg.vector_norm(wctx, dim=-1, keepdim=True)
+        if no_grad_inplace():
+            diff = torch.addcdiv(query.unsqueeze(0), wctx, norm.add_(EPS), value=-1.0, out=wctx).square_()
+        else:
+            diff = (query.unsqueeze(0) - wctx / (norm + EPS)).square()
         return l2norm(self.proj(diff))
 
 
@@ -242,15 +253,17 @@ class SimilarityHead(nn.Module):
         m, lam = None, self.lam0
 
         def align(k: int) -> torch.Tensor:  # (G, N, Lq, sim_dim)
-            return self.alignment[k](query, cross_attention(query, context, m, lam, query_mask, context_mask))
+            wctx = cross_attention(query, context, m, lam, query_mask, context_mask, normalize=False)
+            return self.alignment[k](query, wctx)
 
         if self.mode in ("baseline", "rcr"):
             for k, rcr in enumerate(self.rcr):
                 m, lam = rcr(align(k), m, lam)
-            wctx = cross_attention(query, context, m, lam, query_mask, context_mask)
-            cos = (query.unsqueeze(0) * wctx).sum(-1) / (query.norm(dim=-1) * wctx.norm(dim=-1)).clamp(
-                min=EPS
-            )
+            # cos(q, ĉ) does not depend on the scale of ĉ, so the final attention skips its L2 norm
+            wctx = cross_attention(query, context, m, lam, query_mask, context_mask, normalize=False)
+            norms = torch.linalg.vector_norm(wctx, dim=-1) * torch.linalg.vector_norm(query, dim=-1)
+            dots = wctx.mul_(query) if no_grad_inplace() else wctx * query
+            cos = dots.sum(-1) / norms.clamp(min=EPS)
             return mean_over_queries(cos, query_mask)  # SCAN AVG over the query tokens, (G, N)
         if self.mode == "rar":
             s = align(0)
@@ -290,11 +303,14 @@ class RCAR(nn.Module):
     def pair_sims(
         self, img_embs: torch.Tensor, cap_embs: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
-        """Similarity of every image with every caption in one block: (n_img, R, d), (n_cap, L, d) -> (n_img, n_cap)."""
-        word_mask = (
-            torch.arange(cap_embs.shape[1], device=cap_embs.device)[None, :]
-            < lengths.to(cap_embs.device)[:, None]
-        )
+        """Similarity of every image with every caption in one block: (n_img, R, d), (n_cap, L, d) -> (n_img, n_cap).
+
+        Padded words are masked; a block whose captions all have length L needs no mask and gets none.
+        """
+        lengths = lengths.to(cap_embs.device)
+        word_mask = None
+        if int(lengths.min()) < cap_embs.shape[1]:
+            word_mask = torch.arange(cap_embs.shape[1], device=cap_embs.device)[None, :] < lengths[:, None]
         if self.direction == "t2i":  # queries: words of each caption; context: regions of each image
             return self.sim(cap_embs, img_embs, query_mask=word_mask)
         return self.sim(img_embs, cap_embs, context_mask=word_mask).T  # sim gives (n_cap, n_img)

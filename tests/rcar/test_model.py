@@ -56,6 +56,23 @@ def test_fast_path_equals_per_caption_reference(mode: str, direction: str) -> No
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("mode", MODES)
+def test_autograd_path_equals_the_in_place_inference_path(mode: str, direction: str) -> None:
+    """Training runs the out-of-place ops autograd needs; evaluation overwrites buffers: same scores."""
+    torch.manual_seed(0)
+    model = RCAR(tiny_cfg(mode, direction), VOCAB).eval()
+    img, cap = embed(model, *make_batch())
+    lengths = make_batch()[2]
+    with torch.no_grad():
+        inference = model.pair_sims(img, cap, lengths)
+    img.requires_grad_(True)
+    training = model.pair_sims(img, cap, lengths)
+    training.sum().backward()
+    assert img.grad is not None and torch.isfinite(img.grad).all()
+    assert (training.detach() - inference).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
 def test_padding_does_not_change_scores(direction: str) -> None:
     """Extra padding (and garbage in the padded slots) leaves every similarity unchanged."""
     torch.manual_seed(1)
