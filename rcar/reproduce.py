@@ -136,28 +136,47 @@ def load_results(root: Path, seeds: Sequence[int]) -> dict:
 
 
 def claim_check(res: dict) -> tuple[list[list], str]:
-    """Does each regulator beat the baseline, and is RCAR the best, in mean test rsum, per direction?"""
+    """Does each regulator beat the baseline, and is RCAR the best, in mean test rsum, per direction?
+
+    With several seeds, a check whose mean gap is smaller than the larger seed std of the two sides is marked
+    "(within seed noise)": it held or failed on the means, but the seeds do not separate the two.
+    """
     rows, verdicts = [], []
     for direction in DIRECTIONS:
-        mean = {m: float(np.mean(res[direction, m]["rsum"])) for m in MODES}
-        n_seeds = min(len(res[direction, m]["rsum"]) for m in MODES)
+        rsums = {m: res[direction, m]["rsum"] for m in MODES}
+        mean = {m: float(np.mean(v)) for m, v in rsums.items()}
+        n_seeds = min(len(v) for v in rsums.values())
+        std = {m: float(np.std(v, ddof=1)) if n_seeds > 1 else 0.0 for m, v in rsums.items()}
         spread = (
-            f"largest seed std {max(float(np.std(res[direction, m]['rsum'], ddof=1)) for m in MODES):.1f}"
+            f"largest seed std {max(std.values()):.1f}"
             if n_seeds > 1
             else "one seed: no std, differences are not tested against seed noise"
         )
-        checks = {
-            "+RCR > baseline": mean["rcr"] > mean["baseline"],
-            "+RAR > baseline": mean["rar"] > mean["baseline"],
-            "+RCAR > baseline": mean["rcar"] > mean["baseline"],
-            "+RCAR best of the four": mean["rcar"] >= max(mean.values()),
+        best_other = max((m for m in MODES if m != "rcar"), key=lambda m: mean[m])
+        checks = {  # name: (gap, the two sides compared)
+            "+RCR > baseline": (mean["rcr"] - mean["baseline"], ("rcr", "baseline")),
+            "+RAR > baseline": (mean["rar"] - mean["baseline"], ("rar", "baseline")),
+            "+RCAR > baseline": (mean["rcar"] - mean["baseline"], ("rcar", "baseline")),
+            "+RCAR best of the four": (mean["rcar"] - mean[best_other], ("rcar", best_other)),
         }
-        for name, ok in checks.items():
-            rows.append([direction, name, "held" if ok else "did not hold"])
-        verdicts.append(all(checks.values()))
+        ok_all = True
+        for name, (gap, (a, b)) in checks.items():
+            ok = gap > 0 or (name.endswith("best of the four") and gap >= 0)
+            ok_all &= ok
+            noisy = n_seeds > 1 and abs(gap) < max(std[a], std[b])
+            rows.append(
+                [
+                    direction,
+                    name,
+                    ("held" if ok else "did not hold") + (" (within seed noise)" if noisy else ""),
+                ]
+            )
+        verdicts.append(ok_all)
         gaps = ", ".join(f"{LABELS[m]} {mean[m] - mean['baseline']:+.1f}" for m in MODES[1:])
         rows.append([direction, f"rsum gain over the baseline ({gaps}); {spread}", ""])
     summary = "held in both directions" if all(verdicts) else "did not fully hold"
+    if all(verdicts) and any("within seed noise" in r[2] for r in rows):
+        summary = "held on the means in both directions, but not beyond seed noise in every check"
     return rows, summary
 
 
@@ -240,7 +259,10 @@ RCAR 2), small dimensions for CPU (embed {cfg.model.embed_size}, sim {cfg.model.
     rep.heading("Training notes (seed 0, dev rsum on 100 images)")
     rep.text(
         f"The loss switches from all negatives to the hardest negative after epoch {cfg.train.warmup_epochs}; "
-        "the table shows whether dev rsum kept improving after the switch (the best-dev checkpoint is tested)."
+        "the table shows whether dev rsum kept improving after the switch (the best-dev checkpoint is tested). "
+        "An earlier schedule with 2 warm-up epochs of 4 made the sigmoid-head models (RAR, RCAR) collapse to a "
+        "constant similarity after the switch (rcar/README.md); a final loss near 2 x batch x margin "
+        f"= {2 * cfg.train.batch_size * cfg.train.margin:.1f} together with a falling dev rsum is that sign."
     )
     note_rows = []
     for d in DIRECTIONS:
@@ -250,10 +272,24 @@ RCAR 2), small dimensions for CPU (embed {cfg.model.embed_size}, sim {cfg.model.
             warm = dev[min(cfg.train.warmup_epochs, len(dev)) - 1]
             best_epoch = int(np.argmax(dev)) + 1
             note_rows.append(
-                [f"{d} {LABELS[m]}", round(warm, 1), round(dev[-1], 1), round(max(dev), 1), best_epoch]
+                [
+                    f"{d} {LABELS[m]}",
+                    round(warm, 1),
+                    round(dev[-1], 1),
+                    round(max(dev), 1),
+                    best_epoch,
+                    round(recs[-1]["train_loss"], 2),
+                ]
             )
     rep.table(
-        ["model", "dev rsum end of warm-up", "dev rsum last epoch", "best dev rsum", "best epoch"],
+        [
+            "model",
+            "dev rsum end of warm-up",
+            "dev rsum last epoch",
+            "best dev rsum",
+            "best epoch",
+            "train loss last epoch",
+        ],
         note_rows,
         digits=1,
     )

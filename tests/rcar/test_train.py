@@ -147,6 +147,10 @@ def test_reproduce_claim_check_on_hand_made_results() -> None:
     assert summary == "did not fully hold"
     assert ["i2t", "+RAR > baseline", "did not hold"] in rows
     assert any("largest seed std 2.8" in r[1] for r in rows)  # std of [305, 309]
+    close = dict(good, rcr=[299.0, 305.0])  # mean 302 vs 301: above the baseline by less than a std
+    rows, summary = claim_check(res(close, good))
+    assert summary.startswith("held on the means")
+    assert ["t2i", "+RCR > baseline", "held (within seed noise)"] in rows
     one_seed = {m: v[:1] for m, v in good.items()}
     rows, _ = claim_check(res(one_seed, one_seed))
     assert any("one seed: no std" in r[1] for r in rows) and not any("seed std" in r[1] for r in rows)
