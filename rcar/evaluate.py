@@ -8,8 +8,8 @@ The official ``evaluation.py`` encodes every caption's image once per caption (f
 2. captions are taken in batches of ``eval.caption_batch``, sorted by length so a batch is padded to nearly
    its own length, encoded once and scored against all images, then dropped;
 3. each (caption batch x all images) product is cut into chunks of pairs whose workspace fits
-   ``eval.memory_budget_mb`` (``pairs_per_chunk``), and each chunk is one call of ``RCAR.pair_sims``
-   (vectorised over both images and captions, masks for padded words).
+   ``eval.memory_budget_mb`` (``pairs_per_chunk``); a chunk holds captions of one length only (no padded
+   pairs, no masks) and is one call of ``RCAR.pair_sims``, vectorised over both images and captions.
 
 Peak memory = model + image embeddings + the float32 (N_img, N_cap) matrix + one caption batch + one chunk's
 workspace; ``rcar/bench.py`` measures it and projects it to COCO 5K. Since similarity is strictly per pair,

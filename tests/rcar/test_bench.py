@@ -36,3 +36,11 @@ def test_reference_shards_cover_every_pair() -> None:
     whole = bench.reference_sims(model, img, cap, lengths)
     sharded = bench.reference_shard_sims(model, img, cap, lengths, shard=2)
     assert torch.allclose(whole, sharded, atol=1e-6)
+
+
+def test_peak_rss_sees_a_freed_allocation() -> None:
+    """The high-water mark catches memory that was already freed when the block ends."""
+    with bench.PeakRSS() as mem:
+        x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        del x
+    assert mem.growth >= 48 * 2**20
