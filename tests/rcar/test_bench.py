@@ -22,6 +22,7 @@ def test_bench_smoke(tmp_path: Path, capsys) -> None:
         assert r["max_abs_diff"] <= 1e-5 and r["reference_s"] > 0 and r["fast_s"] > 0
         assert (r["images"], r["captions"]) == (4, 6)
     assert res["matmul_peak_gflops"] > 0 and 30e6 < res["flops_per_pair"] < 40e6
+    assert res["fast_rss_growth_mb"] > 0  # measured in a fresh process: the workspace has to be faulted in
     mem = res["coco5k_memory"]
     assert mem["official"]["image_embeddings_gb"] > 7.0  # 25,000 x 36 x 1024 float64
     assert abs(mem["ours"]["image_embeddings_gb"] - 0.737) < 0.001  # 5,000 x 36 x 1024 float32
