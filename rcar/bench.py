@@ -13,7 +13,8 @@ weights, on a subset of images x captions, in one run:
 - the FLOPs per image-caption pair counted from the model's shapes, the achieved GFLOP/s of both paths and
   this machine's float32 matmul peak (``torch.mm`` of large square matrices) measured in the same run;
 - the peak memory of the fast path (growth of the kernel's resident-set high-water mark over one run in a
-  fresh process) and its projection to COCO 5K (5,000 images x 25,000 captions), beside the official layout's float64 (N_cap, 36, 1024) image copies.
+  fresh process) and its projection to COCO 5K (5,000 images x 25,000 captions), beside the official
+  layout's float64 (N_cap, 36, 1024) image copies.
 
 The reference below reuses only the *parameters* of a ``SimilarityHead``; its attention, alignment,
 regulator and pooling arithmetic is written out again, so that the tests (``tests/rcar``) check the masked,
@@ -285,10 +286,12 @@ def compare(
     }
 
 
-def _fast_path_rss_growth_mb(state: dict, n_img: int, n_cap: int, budget_mb: float) -> float:
+def _fast_path_rss_growth_mb(
+    cfg: ModelConfig, state: dict, n_img: int, n_cap: int, budget_mb: float
+) -> float:
     """RSS growth of one fast-path run (a worker of ``fresh_process_rss_growth_mb``)."""
     torch.set_num_threads(1)
-    model = RCAR(ModelConfig(mode="rcar", direction="t2i", steps=2), vocab_size=100).eval()
+    model = RCAR(cfg, vocab_size=state["txt_enc.embed.weight"].shape[0]).eval()
     model.load_state_dict(state)
     img, cap, lengths = make_inputs(model, n_img, n_cap, 36, 12, torch.device("cpu"))
     with torch.no_grad(), PeakRSS() as mem:
@@ -304,7 +307,7 @@ def fresh_process_rss_growth_mb(model: RCAR, n_img: int, n_cap: int, budget_mb: 
     """
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1) as pool:
-        return pool.apply(_fast_path_rss_growth_mb, (model.state_dict(), n_img, n_cap, budget_mb))
+        return pool.apply(_fast_path_rss_growth_mb, (model.cfg, model.state_dict(), n_img, n_cap, budget_mb))
 
 
 def coco5k_projection(model: RCAR, workspace_mb: float, caption_batch: int, max_words: int = 60) -> dict:

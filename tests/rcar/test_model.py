@@ -39,14 +39,19 @@ def embed(model: RCAR, images, captions, lengths):
         return model.forward_emb(images, captions, lengths)
 
 
+def embedded_batch(mode: str, direction: str):
+    """A seeded eval-mode model and the embeddings of ``make_batch()``: model, images, captions, lengths."""
+    torch.manual_seed(0)
+    model = RCAR(tiny_cfg(mode, direction), VOCAB).eval()
+    images, captions, lengths = make_batch()
+    return model, *embed(model, images, captions, lengths), lengths
+
+
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("mode", MODES)
 def test_fast_path_equals_per_caption_reference(mode: str, direction: str) -> None:
     """Padded, masked, vectorised sims == the official loop over captions cut to their true length."""
-    torch.manual_seed(0)
-    model = RCAR(tiny_cfg(mode, direction), VOCAB).eval()
-    img, cap = embed(model, *make_batch())
-    lengths = make_batch()[2]
+    model, img, cap, lengths = embedded_batch(mode, direction)
     with torch.no_grad():
         fast = model.pair_sims(img, cap, lengths)
         ref = reference_sims(model, img, cap, lengths)
@@ -59,10 +64,7 @@ def test_fast_path_equals_per_caption_reference(mode: str, direction: str) -> No
 @pytest.mark.parametrize("mode", MODES)
 def test_autograd_path_equals_the_in_place_inference_path(mode: str, direction: str) -> None:
     """Training runs the out-of-place ops autograd needs; evaluation overwrites buffers: same scores."""
-    torch.manual_seed(0)
-    model = RCAR(tiny_cfg(mode, direction), VOCAB).eval()
-    img, cap = embed(model, *make_batch())
-    lengths = make_batch()[2]
+    model, img, cap, lengths = embedded_batch(mode, direction)
     with torch.no_grad():
         inference = model.pair_sims(img, cap, lengths)
     img.requires_grad_(True)
