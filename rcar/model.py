@@ -198,11 +198,10 @@ class CorrespondenceRegulator(nn.Module):
     def forward(
         self, s: torch.Tensor, m: torch.Tensor | None, lam: torch.Tensor | float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        m_prev = 1.0 if m is None else m
         if no_grad_inplace():
             m = self._modulation_inplace(s, m)
         else:
-            m = (torch.tanh(self.mlp_m(s)) + m_prev).clamp(-1.0, 1.0)
+            m = (torch.tanh(self.mlp_m(s)) + (1.0 if m is None else m)).clamp(-1.0, 1.0)
         lam = F.relu(self.mlp_lam(s) + lam)
         return m, lam
 
