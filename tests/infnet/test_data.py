@@ -234,23 +234,24 @@ def test_list_field_matches_reference(tmp_path):
 
 
 # --- splits ------------------------------------------------------------------------------------------------
-def test_time_split_is_time_ordered(tmp_path):
-    cfg = prepared(tmp_path, "kuairand_pure")
-    fcfg = load_feature_config(FEATURE_CONFIG_DIR / "kuairand_pure.yaml", "kuairand_pure")
-    frame = READERS["kuairand_pure"](Path(cfg.root) / "kuairand_pure", fcfg)
+def split_fixture(tmp_path, name: str):
+    """The rows of a fixture data set, their user indices and their split (0 train, 1 val, 2 test)."""
+    cfg = prepared(tmp_path, name)
+    fcfg = load_feature_config(FEATURE_CONFIG_DIR / f"{name}.yaml", name)
+    frame = READERS[name](Path(cfg.root) / name, fcfg)
     user = np.unique(frame["user_id"], return_inverse=True)[1]
-    part = assign_split(frame, user, fcfg.split)
+    return frame, user, assign_split(frame, user, fcfg.split)
+
+
+def test_time_split_is_time_ordered(tmp_path):
+    frame, _, part = split_fixture(tmp_path, "kuairand_pure")
     t = frame["_time"].to_numpy()
     assert t[part == 0].max() < t[part == 1].min() and t[part == 1].max() < t[part == 2].min()
     assert np.bincount(part).tolist() == [36, 4, 5]
 
 
 def test_user_order_split_keeps_each_users_order(tmp_path):
-    cfg = prepared(tmp_path, "tenrec_qb")
-    fcfg = load_feature_config(FEATURE_CONFIG_DIR / "tenrec_qb.yaml", "tenrec_qb")
-    frame = READERS["tenrec_qb"](Path(cfg.root) / "tenrec_qb", fcfg)
-    user = np.unique(frame["user_id"], return_inverse=True)[1]
-    part = assign_split(frame, user, fcfg.split)
+    _, user, part = split_fixture(tmp_path, "tenrec_qb")
     for u in np.unique(user):
         p = part[user == u]  # rows of u in file order
         assert (np.diff(p) >= 0).all()
