@@ -240,3 +240,70 @@ def test_git_commit_clean_dirty_and_outside_git(tmp_path):
     outside.mkdir()
     assert git_commit(outside) == "unknown"
     assert re.fullmatch(r"([0-9a-f]{40}(-dirty)?|unknown)", git_commit())
+
+
+_MARKER = "crafted-pickle-ran"
+
+
+class _RunsCode:
+    """Unpickling this object calls ``Path.touch`` on a marker file: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_crafted_pickle_is_refused_and_nothing_in_it_runs(tmp_path):
+    marker = tmp_path / _MARKER
+    torch.save({"model": {}, "payload": _RunsCode(marker)}, tmp_path / "evil.pt")
+    assert not marker.exists()
+    with pytest.raises(
+        TrainingError, match=r"evil\.pt holds Python objects that safe loading refuses"
+    ) as err:
+        load_checkpoint(tmp_path / "evil.pt")
+    assert "\n" not in str(err.value)
+    assert not marker.exists()  # the reduce call never ran
+
+
+def test_every_saved_value_loads_with_weights_only(tmp_path):
+    model, opt, sched = _setup()
+    _train_steps(model, opt, sched, 2)
+    config = {"train": {"lr": 0.01, "dims": [4, 6], "name": "x", "flag": True, "none": None}}
+    extra = {"bad_epochs": 1, "train_time_s": 1.5, "stopped": False}
+    save_checkpoint(tmp_path, model=model, optimizer=opt, scheduler=sched, epoch=2, step=4, config=config,
+                    extra=extra, rng_states=[rng_state(), rng_state()], paper="tiny")  # fmt: skip
+    state = torch.load(tmp_path / "last.pt", weights_only=True)  # raises if anything is not plain
+    assert state["config"] == config and state["extra"] == extra and state["paper"] == "tiny"
+    assert state["format"] == ckpt.CHECKPOINT_FORMAT
+
+
+def test_checkpoint_of_another_paper_is_named(tmp_path):
+    model, _, _ = _setup()
+    save_checkpoint(tmp_path, model=model, epoch=1, step=1, paper="rcar")
+    assert load_checkpoint(tmp_path / "last.pt", paper="rcar")["paper"] == "rcar"
+    with pytest.raises(
+        TrainingError, match=r"last\.pt is a rcar checkpoint, not a infnet one.*infnet\.train"
+    ):
+        load_checkpoint(tmp_path / "last.pt", paper="infnet")
+
+
+def test_checkpoint_that_does_not_fit_the_model_is_one_line(tmp_path):
+    model, _, _ = _setup()
+    save_checkpoint(tmp_path, model=model, epoch=1, step=1)
+    wider = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(
+        TrainingError, match=r"does not fit the model built from this config.*config\.yaml"
+    ) as err:
+        restore_checkpoint(load_checkpoint(tmp_path / "last.pt"), model=wider)
+    assert "\n" not in str(err.value) and "size mismatch" in str(err.value)
+
+
+def test_checkpoint_of_the_old_pickled_format_gets_one_line(tmp_path):
+    model, _, _ = _setup()
+    old = {"model": model.state_dict(), "rng": {"numpy": np.random.get_state()}, "epoch": 1}
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(TrainingError, match=r"old\.pt holds Python objects.*retrain it") as err:
+        load_checkpoint(tmp_path / "old.pt")
+    assert "\n" not in str(err.value)
