@@ -39,6 +39,85 @@ def progress(
     return iter(tqdm(iterable, desc=desc, total=total, disable=disable, leave=leave, dynamic_ncols=True))
 
 
+def _clock(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class StepProgress:
+    """Progress inside one epoch: steps, loss, samples/s and ETA.
+
+    On a terminal (rank 0) a tqdm bar; otherwise one log line every ``log_every`` steps and at the end, so
+    a job's log shows it moving. ``update(loss, n)`` after each optimiser step (``n`` samples in it).
+    """
+
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        logger: logging.Logger,
+        rank: int = 0,
+        log_every: int = 50,
+        tty: bool | None = None,
+    ):
+        self.total, self.desc, self.logger, self.log_every = total, desc, logger, log_every
+        self.enabled = rank == 0
+        self.steps, self.samples, self.loss_sum = 0, 0, 0.0
+        self.start = time.perf_counter()
+        tty = sys.stderr.isatty() if tty is None else tty
+        self.bar = (
+            tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True) if self.enabled and tty else None
+        )
+
+    def rate(self) -> float:
+        return self.samples / max(time.perf_counter() - self.start, 1e-9)
+
+    def update(self, loss: float, n: int) -> None:
+        self.steps += 1
+        self.samples += n
+        self.loss_sum += loss
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{self.rate():.0f}", refresh=False)
+        elif self.log_every and (self.steps % self.log_every == 0 or self.steps == self.total):
+            elapsed = time.perf_counter() - self.start
+            eta = elapsed / self.steps * max(self.total - self.steps, 0)
+            self.logger.info(
+                "%s step %d/%d loss %.4f (mean %.4f) %.0f samples/s ETA %s",
+                self.desc,
+                self.steps,
+                self.total,
+                loss,
+                self.loss_sum / self.steps,
+                self.rate(),
+                _clock(eta),
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class RunsProgress:
+    """``k of N runs done, ETA`` for the reproduce scripts (ETA from the mean time per finished run)."""
+
+    def __init__(self, total: int, logger: logging.Logger):
+        self.total, self.logger = total, logger
+        self.done = 0
+        self.start = time.perf_counter()
+
+    def finished(self, name: str, seconds: float | None = None) -> str:
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / self.done * (self.total - self.done)
+        took = f" in {seconds:.0f} s" if seconds is not None else ""
+        line = f"{self.done} of {self.total} runs done ({name}{took}), elapsed {_clock(elapsed)}, ETA {_clock(eta)}"
+        self.logger.info(line)
+        return line
+
+
 def make_run_dir(root: str | Path, paper: str, experiment: str) -> Path:
     """Create ``<root>/<paper>/<experiment>/<timestamp>/`` (a numeric suffix keeps it unique)."""
     base = Path(root) / paper / experiment
