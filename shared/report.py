@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from shared.checkpoint import git_commit
 
@@ -131,29 +132,49 @@ def write_metrics_json(metrics: dict[str, Any], path: str | Path) -> None:
     Path(path).write_text(json.dumps(metrics, indent=2, default=default, allow_nan=True) + "\n")
 
 
+def _save(fig: Any, path: str | Path) -> Path:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def _legend_outside(fig: Any, n: int) -> None:
+    """Legend to the right of the axes, so it never covers data (constrained layout makes room for it)."""
+    if n:
+        fig.legend(loc="outside right upper", fontsize=7, frameon=False)
+
+
 def plot_curves(
     curves: dict[str, tuple[Sequence[float], Sequence[float]]],
     path: str | Path,
     xlabel: str,
     ylabel: str,
     title: str = "",
+    vlines: Sequence[tuple[float, str]] = (),
+    integer_x: bool = True,
 ) -> Path:
-    """Line plot of named ``(x, y)`` series (training curves)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    """Line plot of named ``(x, y)`` series (training curves), legend outside the axes.
+
+    ``vlines`` marks where the regime changes (e.g. ``[(5.5, "hardest negatives from epoch 6")]``);
+    ``integer_x`` puts ticks on whole numbers only (epochs).
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     for name, (x, y) in curves.items():
-        ax.plot(list(x), list(y), label=name, linewidth=1.5)
+        xs = list(x)
+        ax.plot(xs, list(y), label=name, linewidth=1.5, marker="o" if len(xs) <= 12 else None, markersize=3)
+    for x, label in vlines:
+        ax.axvline(x, color="0.3", linestyle="--", linewidth=1)
+        ax.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                    textcoords="offset points", fontsize=7, color="0.3")  # fmt: skip
+    if integer_x:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
+    ax.set_title(title or ylabel)
     ax.grid(alpha=0.3)
-    if curves:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    _legend_outside(fig, len(curves))
+    return _save(fig, path)
 
 
 def plot_grouped_bars(
@@ -163,11 +184,15 @@ def plot_grouped_bars(
     ylabel: str,
     errors: dict[str, Sequence[float]] | None = None,
     title: str = "",
-    ylim: tuple[float, float] | None = None,
+    ylim: tuple[float, float | None] | None = None,
 ) -> Path:
-    """Grouped bar chart: one group per entry of ``groups``, one bar per series (e.g. per model)."""
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * max(1, len(series)) * 0.5), 4.5))
+    """Grouped bar chart: one group per entry of ``groups``, one bar per series (e.g. per model).
+
+    ``errors`` draws error bars (e.g. the std over seeds). A ``ylim`` whose lower end is not 0 is stated in
+    the axis label ("axis from 0.6"), so shortened bars are never read as ratios.
+    """
     n = max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * n * 0.5) + 2, 4.5), layout="constrained")
     width = 0.8 / n
     x = np.arange(len(groups))
     for i, (name, vals) in enumerate(series.items()):
@@ -175,15 +200,72 @@ def plot_grouped_bars(
         ax.bar(x + (i - (n - 1) / 2) * width, vals, width, yerr=err, label=name, capsize=2)
     ax.set_xticks(x)
     ax.set_xticklabels(groups, rotation=20, ha="right")
-    ax.set_ylabel(ylabel)
     if ylim:
         ax.set_ylim(*ylim)
-    if title:
-        ax.set_title(title)
+        if ylim[0]:
+            ylabel = f"{ylabel} (axis from {ylim[0]:g})"
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or ylabel)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(n, 4))
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    _legend_outside(fig, len(series))
+    return _save(fig, path)
+
+
+def plot_scatter(
+    points: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    labels: dict[str, Sequence[str]] | None = None,
+    fit: bool = False,
+) -> Path:
+    """Scatter of named point sets (e.g. latency vs F1 per model); ``labels`` annotates points, ``fit`` adds
+    a least-squares line over all points (for a correlation plot)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    all_x, all_y = [], []
+    for name, (xs, ys) in points.items():
+        ax.scatter(list(xs), list(ys), label=name, s=18)
+        all_x += list(xs)
+        all_y += list(ys)
+        for xi, yi, text in zip(xs, ys, (labels or {}).get(name, [])):
+            ax.annotate(text, (xi, yi), xytext=(3, 3), textcoords="offset points", fontsize=6)
+    if fit and len(all_x) >= 2 and np.ptp(all_x) > 0:
+        slope, intercept = np.polyfit(all_x, all_y, 1)
+        grid = np.linspace(min(all_x), max(all_x), 50)
+        ax.plot(
+            grid, slope * grid + intercept, color="0.3", linestyle="--", linewidth=1, label="least squares"
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    _legend_outside(fig, len(points) + int(fit))
+    return _save(fig, path)
+
+
+def plot_heatmap(
+    matrix: np.ndarray,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    path: str | Path,
+    title: str,
+    colorbar_label: str,
+    fmt_cell: str = "{:.2f}",
+) -> Path:
+    """A (rows x cols) matrix with its values written in the cells (e.g. router use per domain and path)."""
+    matrix = np.asarray(matrix, dtype=float)
+    fig, ax = plt.subplots(
+        figsize=(max(5, 0.6 * len(cols) + 3), max(3, 0.4 * len(rows) + 1.5)), layout="constrained"
+    )
+    im = ax.imshow(matrix, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(cols)), labels=list(cols), rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), labels=list(rows))
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            value = matrix[i, j]
+            ax.text(j, i, fmt_cell.format(value), ha="center", va="center", fontsize=7,
+                    color="white" if value < np.nanmean(matrix) else "black")  # fmt: skip
+    fig.colorbar(im, ax=ax, label=colorbar_label)
+    ax.set_title(title)
+    return _save(fig, path)

@@ -21,6 +21,8 @@ from shared.report import (
     paper_vs_ours_table,
     plot_curves,
     plot_grouped_bars,
+    plot_heatmap,
+    plot_scatter,
     provenance_block,
     write_metrics_json,
 )
@@ -155,3 +157,28 @@ def test_plot_grouped_bars_png_with_and_without_errors(tmp_path):
     )
     img_a, img_b = _assert_png(a), _assert_png(b)
     assert img_a.shape == img_b.shape and not np.array_equal(img_a, img_b)  # error bars change the picture
+
+
+def test_plot_curves_with_a_regime_line_and_bars_from_a_stated_baseline(tmp_path):
+    curves = {
+        "t2i RAR": ([1, 2, 3, 4], [300.0, 420.0, 410.0, 300.0]),
+        "t2i RCR": ([1, 2, 3, 4], [310, 400, 430, 450]),
+    }
+    plain = _assert_png(plot_curves(curves, tmp_path / "plain.png", "epoch", "dev rsum"))
+    marked = _assert_png(
+        plot_curves(curves, tmp_path / "marked.png", "epoch", "dev rsum", vlines=[(2.5, "switch")])
+    )
+    assert plain.shape == marked.shape and not np.array_equal(plain, marked)  # the line is drawn
+    bars = plot_grouped_bars(["a", "b"], {"x": [0.71, 0.72]}, tmp_path / "b.png", "AUC", ylim=(0.6, None))
+    _assert_png(bars)
+
+
+def test_plot_scatter_with_fit_and_heatmap(tmp_path):
+    pts = {"fp32": ([1.0, 2.0, 3.0], [0.5, 0.6, 0.8]), "int8": ([0.5], [0.45])}
+    a = _assert_png(
+        plot_scatter(pts, tmp_path / "s.png", "latency (ms)", "macro F1", "t", labels={"int8": ["q"]})
+    )
+    b = _assert_png(plot_scatter(pts, tmp_path / "f.png", "latency (ms)", "macro F1", "t", fit=True))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    _assert_png(plot_heatmap(np.arange(6).reshape(2, 3), ["d1", "d2"], ["e1", "e2", "e3"], tmp_path / "h.png",
+                             "router use", "share of tokens"))  # fmt: skip
