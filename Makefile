@@ -18,8 +18,10 @@ help:
 	@echo "make lint | format    ruff check | ruff format"
 	@echo "make data-<paper>     prepare the embedded data   (papers: $(PAPERS))"
 	@echo "make reproduce-<paper> [QUICK=1]   train, evaluate, write results/<paper>/report.md"
-	@echo "make reproduce [QUICK=1]           all four papers"
+	@echo "make reproduce [QUICK=1]           every implemented paper"
 	@echo "make bench-<paper> [QUICK=1]       performance benchmark -> results/bench/"
+	@echo "make clean            remove runs/, caches and __pycache__ (keeps .venv and data/)"
+	@echo "QUICK=1               a few-minute run; its report goes under runs/<paper>/, never over results/"
 
 setup: syslibs $(STAMP)
 
