@@ -56,6 +56,12 @@ def paper_vs_ours_table(
     return markdown_table(["metric", paper_label, "ours"], [list(r) for r in rows], digits)
 
 
+def report_dir(paper: str, quick: bool, root: str | Path = ".") -> Path:
+    """Where ``<paper>.reproduce`` writes: ``results/<paper>/`` (committed) for the full run, and
+    ``runs/<paper>/quick/`` (gitignored) for ``QUICK=1``, so a quick run never overwrites committed results."""
+    return Path(root) / ("runs" if quick else "results") / paper / ("quick" if quick else "")
+
+
 def machine_description() -> str:
     cpu = platform.processor() or platform.machine()
     try:

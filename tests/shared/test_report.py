@@ -182,3 +182,11 @@ def test_plot_scatter_with_fit_and_heatmap(tmp_path):
     assert a.shape == b.shape and not np.array_equal(a, b)
     _assert_png(plot_heatmap(np.arange(6).reshape(2, 3), ["d1", "d2"], ["e1", "e2", "e3"], tmp_path / "h.png",
                              "router use", "share of tokens"))  # fmt: skip
+
+
+def test_quick_reports_never_go_under_results(tmp_path):
+    from shared.report import report_dir
+
+    assert report_dir("rcar", quick=False, root=tmp_path) == tmp_path / "results" / "rcar"
+    quick = report_dir("rcar", quick=True, root=tmp_path)
+    assert quick == tmp_path / "runs" / "rcar" / "quick" and "results" not in quick.parts
