@@ -519,7 +519,14 @@ def _reconstruct(cls: type, shape: tuple, dtype: Any) -> np.ndarray:
     return np.ndarray.__new__(cls, shape, dtype)  # what numpy.core.multiarray._reconstruct does
 
 
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not allowed")
+    return text.encode("latin1")  # how Python 3 protocol-0 pickles carry bytes
+
+
 _PICKLE_ALLOWED = {
+    ("_codecs", "encode"): _latin1_bytes,
     # copyreg._reconstructor(cls, base, state) builds base.__new__(cls, state) and runs base.__init__ on it
     ("copy_reg", "_reconstructor"): lambda cls, base, state: cls(state) if state is not None else cls(),
     ("sklearn.datasets.base", "Bunch"): _Bunch,

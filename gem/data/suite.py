@@ -300,6 +300,8 @@ def build_suite(
     # MMLU few-shot questions: evaluation only (test split), one task per domain that has MMLU subjects
     for domain in ("healthcare", "law", "finance", "stem", "commonsense"):
         qs = [q for q in mmlu if mmlu_domain(q.subject) == domain]
+        if not qs:
+            continue
         name = f"mmlu_{domain}"
         payload = [
             {
