@@ -64,7 +64,7 @@ class ModelConfig:
         ptv2_dec_groups: PTv2 decoder attention groups (official 6,12,24,48).
         ptv2_dec_k: PTv2 decoder neighbours (official 16,16,16,16).
         ptv2_grid_sizes: PTv2 grid-pooling cell sizes in metres (official 0.06,0.15,0.375,0.9375 from a 0.02 m base).
-        ptv2_drop_path: PTv2 stochastic-depth rate, linear over the encoder blocks (official 0.3).
+        ptv2_drop_path: PTv2 stochastic-depth rate, rising linearly over the encoder blocks and over the decoder blocks (official 0.3).
         mink_init_dim: MinkUNet stem width (official 32).
         mink_planes: MinkUNet widths of block1..block8 (official MinkUNet18A 32,64,128,256,128,128,96,96).
         mink_layers: MinkUNet BasicBlocks in block1..block8 (official 1 each).
@@ -74,7 +74,7 @@ class ModelConfig:
     retro: bool = True
     in_channels: int = 3
     num_classes: int = 13
-    ignore_index: int = 255
+    ignore_index: int = -1  # the package-wide ignore label (official 255 / 20 are mapped to it by the data)
 
     # --- Retro-FPN (facts: the retro-transformer of all three official copies) -------------------------------
     retro_dim: int | None = None
@@ -104,7 +104,9 @@ class ModelConfig:
     ptv2_dec_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64])  # official 48,96,192,384
     ptv2_dec_groups: list[int] = field(default_factory=lambda: [2, 4, 8, 8])  # official 6,12,24,48
     ptv2_dec_k: list[int] = field(default_factory=lambda: [16, 16, 16, 16])
-    ptv2_grid_sizes: list[float] = field(default_factory=lambda: [0.06, 0.15, 0.375, 0.9375])
+    # embedded: doubling from the 0.04 m voxels of the embedded data (about 4x fewer points per level, like PT's
+    # FPS stride); official 0.06, 0.15, 0.375, 0.9375 from ScanNet's 0.02 m voxels
+    ptv2_grid_sizes: list[float] = field(default_factory=lambda: [0.08, 0.16, 0.32, 0.64])
     ptv2_drop_path: float = 0.0  # official 0.3
 
     # --- MinkUNet18A (Choy et al., CVPR 2019; MinkUNetBase with BasicBlock) -----------------------------------
@@ -214,7 +216,8 @@ def paper_model_config(backbone: Backbone, **overrides: object) -> ModelConfig:
             "ptv2_patch_channels": 48, "ptv2_patch_groups": 6,
             "ptv2_enc_depths": [2, 2, 6, 2], "ptv2_enc_channels": [96, 192, 384, 512],
             "ptv2_enc_groups": [12, 24, 48, 64], "ptv2_dec_channels": [48, 96, 192, 384],
-            "ptv2_dec_groups": [6, 12, 24, 48], "ptv2_drop_path": 0.3,
+            "ptv2_dec_groups": [6, 12, 24, 48], "ptv2_grid_sizes": [0.06, 0.15, 0.375, 0.9375],
+            "ptv2_drop_path": 0.3,
         },
         "minkunet": {"mink_init_dim": 32, "mink_planes": [32, 64, 128, 256, 128, 128, 96, 96]},
     }  # fmt: skip

@@ -32,8 +32,10 @@ Deviations (see also retrofpn/README.md):
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -185,6 +187,29 @@ def compute_hierarchy(
             hierarchy.levels, cfg.resolved_retro_k(), cfg.resolved_retro_strides(), generator
         )
     return hierarchy
+
+
+class HierarchyHook:
+    """``batch -> batch`` with ``batch["hierarchy"]``, for the data loader's collate (runs in its workers).
+
+    The random level subsampling (PTv2's level 2) is seeded by ``seed`` and a CRC32 of the batch's
+    coordinates, so a batch gets the same hierarchy whichever worker builds it, and reruns are identical.
+    """
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0) -> None:
+        self.cfg, self.seed = cfg, seed
+
+    def __call__(self, batch: dict) -> dict:
+        coord = batch["coord"]
+        crc = zlib.crc32(coord.detach().cpu().contiguous().numpy().tobytes())
+        # torch's CPU generator keeps only 32 bits of a seed: mix both numbers into one 32-bit state
+        generator = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([self.seed, crc]).generate_state(1)[0])
+        )
+        batch["hierarchy"] = compute_hierarchy(
+            self.cfg, coord, batch["offset"], batch.get("grid_coord"), generator
+        )
+        return batch
 
 
 def check_batch(batch: dict, cfg: ModelConfig) -> None:

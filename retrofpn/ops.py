@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -361,18 +362,18 @@ def random_subset(
 # --- the per-level structures of one batch -------------------------------------------------------------------
 
 
-def _to(value: Any, device: torch.device | str, non_blocking: bool) -> Any:
+def _apply(value: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    """``fn`` on every tensor inside nested dataclasses / lists / objects with an ``apply`` method."""
     if isinstance(value, Tensor):
-        return value.to(device, non_blocking=non_blocking)
+        return fn(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.replace(
-            value,
-            **{f.name: _to(getattr(value, f.name), device, non_blocking) for f in dataclasses.fields(value)},
+            value, **{f.name: _apply(getattr(value, f.name), fn) for f in dataclasses.fields(value)}
         )
     if isinstance(value, list):
-        return [_to(v, device, non_blocking) for v in value]
-    if hasattr(value, "to") and not isinstance(value, torch.dtype):
-        return value.to(device, non_blocking=non_blocking)
+        return [_apply(v, fn) for v in value]
+    if hasattr(value, "apply"):  # retrofpn.sparse.CoordinateManager
+        return value.apply(fn)
     return value
 
 
@@ -443,7 +444,11 @@ class Hierarchy:
     point_to_voxel: Tensor | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Hierarchy:
-        return _to(self, device, non_blocking)
+        return _apply(self, lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Hierarchy:
+        """Called by ``DataLoader(pin_memory=True)`` on each batch element that has this method."""
+        return _apply(self, lambda t: t.pin_memory())
 
     def level_labels(self, labels: Tensor, num_classes: int, ignore_index: int) -> list[Tensor]:
         """(N,) point labels -> one label tensor per level (level 1 first).

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -110,13 +111,10 @@ class KernelMap:
             self.kernel_size, self.out_rows, self.in_rows, self.identity, self.num_out, self.num_in
         )
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> KernelMap:
-        return KernelMap(
-            self.kernel_size,
-            [t.to(device, non_blocking=non_blocking) for t in self.in_rows],
-            [t.to(device, non_blocking=non_blocking) for t in self.out_rows],
-            self.identity, self.num_in, self.num_out,
-        )  # fmt: skip
+    def apply(self, fn: Callable[[Tensor], Tensor]) -> KernelMap:
+        """The same map with ``fn`` applied to every index tensor (``.to(device)``, ``.pin_memory()``)."""
+        return KernelMap(self.kernel_size, [fn(t) for t in self.in_rows], [fn(t) for t in self.out_rows],
+                         self.identity, self.num_in, self.num_out)  # fmt: skip
 
 
 class CoordinateManager:
@@ -197,18 +195,16 @@ class CoordinateManager:
         )
         return self._maps[key]
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> CoordinateManager:
-        cm = CoordinateManager(
-            self._coords[1].to(device, non_blocking=non_blocking),
-            self._batch[1].to(device, non_blocking=non_blocking),
-            self.num_segments,
-        )
+    def apply(self, fn: Callable[[Tensor], Tensor]) -> CoordinateManager:
+        """A manager with ``fn`` applied to every tensor (hashes are rebuilt lazily where they are used)."""
+        cm = CoordinateManager(fn(self._coords[1]), fn(self._batch[1]), self.num_segments)
         for name in ("_coords", "_batch", "_parent"):
-            setattr(
-                cm, name, {s: t.to(device, non_blocking=non_blocking) for s, t in getattr(self, name).items()}
-            )
-        cm._maps = {k: m.to(device, non_blocking) for k, m in self._maps.items()}
+            setattr(cm, name, {s: fn(t) for s, t in getattr(self, name).items()})
+        cm._maps = {k: m.apply(fn) for k, m in self._maps.items()}
         return cm
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> CoordinateManager:
+        return self.apply(lambda t: t.to(device, non_blocking=non_blocking))
 
 
 @dataclass
