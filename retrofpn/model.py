@@ -262,6 +262,12 @@ class Segmentor(nn.Module):
                 f"the batch's hierarchy was computed with model.retro={not self.cfg.retro} but the "
                 f"model has model.retro={self.cfg.retro}; build both from the same model config"
             )
+        if self.training and min(level.num_points for level in hierarchy.levels) < 2:
+            sizes = [level.num_points for level in hierarchy.levels]
+            raise DataError(
+                f"the batch has {sizes} points per level: BatchNorm needs at least 2 at every level "
+                f"in training; use larger clouds or more clouds per batch"
+            )
         feats = self.backbone(batch["feat"], hierarchy)
         if self.retro_fpn is None:
             level_logits = [self.backbone.head(feats[0])]

@@ -212,7 +212,7 @@ def test_forward_backward_shapes_and_gradients(backbone: str, retro: bool) -> No
 def test_overfits_one_tiny_batch(backbone: str, retro: bool) -> None:
     torch.manual_seed(0)
     model = Segmentor(tiny_cfg(backbone, retro))
-    batch, labels = tiny_batch((160, 120), seed=3)
+    batch, labels = tiny_batch((110, 90), seed=3)
     batch["hierarchy"] = compute_hierarchy(model.cfg, batch["coord"], batch["offset"], batch["grid_coord"],
                                            torch.Generator().manual_seed(0))  # fmt: skip
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -327,6 +327,9 @@ def test_bad_batches_raise_one_line_data_errors() -> None:
         model({**batch, "coord": batch["coord"].clone().index_fill_(0, torch.tensor([3]), float("nan"))})
     with pytest.raises(DataError, match="num_classes"):
         model.loss(model(batch), torch.full((520,), 9))
+    tiny, _ = tiny_batch((40,))
+    with pytest.raises(DataError, match="larger clouds"):  # PT: 40 -> 10 -> 2 -> 1 -> 1 points
+        Segmentor(tiny_cfg("pt"))(tiny)
 
 
 def test_hierarchy_built_for_another_model_is_a_config_error() -> None:
