@@ -108,7 +108,7 @@ class RetroTransformer(nn.Module):
 def _classifier(kind: str, dim: int, num_classes: int) -> nn.Module:
     if kind == "bn_relu_linear":
         return nn.Sequential(PointBatchNorm(dim), nn.ReLU(inplace=True), nn.Linear(dim, num_classes))
-    return nn.Sequential(nn.ReLU(), nn.Linear(dim, num_classes))
+    return nn.Sequential(nn.ReLU(), nn.Linear(dim, num_classes))  # not in place: h also feeds the finer level
 
 
 # per-level classifier of the official copies (PTv2's is not recorded: PT's form, see the README)
