@@ -193,7 +193,7 @@ def hue_saturation(data: Data, rng: np.random.Generator, hue_max: float, saturat
     matplotlib's vectorised rgb<->hsv replaces the official hand-written port of colorsys."""
     if "color" not in data or (hue_max == 0 and saturation_max == 0):
         return data
-    hsv = rgb_to_hsv(np.clip(data["color"], 0, 255) / 255.0)
+    hsv = rgb_to_hsv(np.clip(data["color"], 0, 255).astype(np.float64) / 255.0)
     hue = (rng.random() - 0.5) * 2 * hue_max
     sat = 1 + (rng.random() - 0.5) * 2 * saturation_max
     hsv[:, 0] = np.remainder(hsv[:, 0] + hue + 1, 1)
@@ -309,11 +309,12 @@ def make_feat(data: Data, cfg: DataConfig, where: str) -> np.ndarray:
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def finish(data: Data, cfg: DataConfig, where: str, grid: np.ndarray | None = None) -> Data:
-    """The sample dict of the batch contract: coord, feat, segment, grid_coord, index."""
+def finish(data: Data, cfg: DataConfig, where: str) -> Data:
+    """The sample dict of the batch contract: coord, feat, segment, grid_coord, index. ``grid_coord`` is the
+    voxel each point was drawn from (carried through crops and shuffles), or ``floor(coord / voxel_size)``
+    when the pipeline did not voxelise."""
     coord = data["coord"].astype(np.float32)
-    if grid is None:
-        grid = np.floor(coord / cfg.voxel_size).astype(np.int64)
+    grid = data["grid_coord"] if "grid_coord" in data else np.floor(coord / cfg.voxel_size).astype(np.int64)
     return {
         "coord": coord,
         "feat": make_feat(data, cfg, where),
@@ -338,11 +339,15 @@ def pt_train(data: Data, rng: np.random.Generator, cfg: DataConfig, where: str) 
         data = random_scale(data, rng, *cfg.scale_range)
         data = color_augment(data, rng, cfg)
     data = min_shift(data)
-    data = take(data, voxelize(data["coord"], cfg.voxel_size).random_point(rng))
+    vox = voxelize(data["coord"], cfg.voxel_size)
+    pick = vox.random_point(rng)
+    data = take(data, pick)
+    data["grid_coord"] = vox.grid[pick]
     if cfg.voxel_max and len(data["coord"]) > cfg.voxel_max:
         center = data["coord"][rng.integers(len(data["coord"]))]
         data = take(data, nearest(data["coord"], center, cfg.voxel_max))
     data = min_shift(shuffle(data, rng))
+    data["grid_coord"] = data["grid_coord"] - data["grid_coord"].min(axis=0)  # the cells of the shifted crop
     return finish(data, cfg, where)
 
 
@@ -362,7 +367,8 @@ def mink_train(data: Data, rng: np.random.Generator, cfg: DataConfig, where: str
         center = data["coord"][rng.integers(len(data["coord"]))]
         data = take(data, nearest(data["coord"], center, cfg.voxel_max))
     # The voxel backbone's coordinates are integer voxel indices (its kNN runs on them, as officially).
-    return finish(data, cfg, where, grid=np.rint(data["coord"]).astype(np.int64))
+    data["grid_coord"] = np.rint(data["coord"]).astype(np.int64)
+    return finish(data, cfg, where)
 
 
 def ptv2_train(data: Data, rng: np.random.Generator, cfg: DataConfig, where: str) -> Data:
@@ -381,13 +387,14 @@ def ptv2_train(data: Data, rng: np.random.Generator, cfg: DataConfig, where: str
         data = color_augment(data, rng, cfg)
     vox = voxelize(data["coord"], cfg.voxel_size)
     pick = vox.random_point(rng)
-    data, grid = take(data, pick), vox.grid[pick]
+    data = take(data, pick)
+    data["grid_coord"] = vox.grid[pick]
     if cfg.voxel_max and len(data["coord"]) > cfg.voxel_max:
-        keep = nearest(data["coord"], data["coord"][rng.integers(len(data["coord"]))], cfg.voxel_max)
-        data, grid = take(data, keep), grid[keep]
+        data = take(
+            data, nearest(data["coord"], data["coord"][rng.integers(len(data["coord"]))], cfg.voxel_max)
+        )
     data = center_shift(data, apply_z=False)
-    perm = rng.permutation(len(data["coord"]))
-    return finish(take(data, perm), cfg, where, grid=grid[perm])
+    return finish(shuffle(data, rng), cfg, where)
 
 
 TRAIN_PIPELINES = {"pt": pt_train, "mink": mink_train, "ptv2": ptv2_train}

@@ -97,11 +97,14 @@ def _pt_passes(scene: Scene, cfg: DataConfig, rng: np.random.Generator) -> Itera
     data = min_shift(scene_data(scene))
     vox = voxelize(data["coord"], cfg.voxel_size)
     for i in range(vox.passes):
-        part = take(data, vox.nth_point(i))
+        pick = vox.nth_point(i)
+        part = take(data, pick)
+        part["grid_coord"] = vox.grid[pick]
         crops = overlapping_crops(part["coord"], cfg.test_voxel_max, rng) if cfg.test_voxel_max else [None]
         for crop in crops:
-            sub = part if crop is None else take(part, crop)
-            yield TestPass(finish(min_shift(sub), cfg, scene.source or scene.name))
+            sub = min_shift(part if crop is None else take(part, crop))
+            sub["grid_coord"] = sub["grid_coord"] - sub["grid_coord"].min(axis=0)
+            yield TestPass(finish(sub, cfg, scene.source or scene.name))
 
 
 def _mink_passes(scene: Scene, cfg: DataConfig, rng: np.random.Generator) -> Iterator[TestPass]:
@@ -109,8 +112,8 @@ def _mink_passes(scene: Scene, cfg: DataConfig, rng: np.random.Generator) -> Ite
     for _ in range(cfg.test_augmentations):
         grid, first, inverse = mink_voxelize(data["coord"], rng, cfg)
         sub = take(data, first)
-        sub["coord"] = grid.astype(np.float32)
-        yield TestPass(finish(sub, cfg, scene.source or scene.name, grid=grid), inverse=inverse)
+        sub["coord"], sub["grid_coord"] = grid.astype(np.float32), grid
+        yield TestPass(finish(sub, cfg, scene.source or scene.name), inverse=inverse)
 
 
 # The 13 ``aug_transform`` entries of semseg-ptv2m2-0-base.py: (z rotation in units of pi, scale, flip).
@@ -135,7 +138,8 @@ def _ptv2_passes(scene: Scene, cfg: DataConfig, rng: np.random.Generator) -> Ite
         for i in range(vox.passes):
             pick = vox.nth_point(i)
             part = center_shift(take(data, pick), apply_z=False)
-            yield TestPass(finish(part, cfg, scene.source or scene.name, grid=vox.grid[pick]))
+            part["grid_coord"] = vox.grid[pick]
+            yield TestPass(finish(part, cfg, scene.source or scene.name))
 
 
 PASSES = {"pt": _pt_passes, "mink": _mink_passes, "ptv2": _ptv2_passes}
