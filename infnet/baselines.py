@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from infnet.config import ModelConfig
-from infnet.model import FeatureEmbedding, TaskTowers, mlp, validate_model_config
+from infnet.layers import FeatureEmbedding, TaskTowers, mlp, validate_model_config
 from shared.errors import ConfigError
 
 if TYPE_CHECKING:

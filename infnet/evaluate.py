@@ -1,9 +1,13 @@
 """Evaluation of INFNet and the baselines: per-task AUC, gAUC (by user) and log loss, plus their means.
 
-``python -m infnet.evaluate --config infnet/configs/movielens100k.yaml --checkpoint runs/.../best.pt``
-rebuilds the model from the checkpoint's own ``model`` section, reads the split named by ``--split`` with
-the data section of ``--config`` and prints the metrics as JSON. Works under ``torchrun`` (each rank scores
-a shard; ``gather_in_order`` puts the predictions back in dataset order).
+    python -m infnet.evaluate --config C --checkpoint P [--split test] [--out metrics.json] [--device auto]
+
+The metrics are the paper's (arXiv 2508.11565v1 §4.1: AUC and user-level gAUC per task; the mean over the
+tasks is the early-stopping monitor) plus log loss. The command rebuilds the model from the checkpoint's
+own ``model`` section (a checkpoint of another paper's package is refused, naming it), reads the split named
+by ``--split`` with the data section of ``--config`` and prints the metrics as JSON. Works under
+``torchrun``: each rank scores its ``DistributedSampler`` shard and ``gather_in_order`` puts the
+predictions of every rank back in dataset order on every rank.
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from infnet.build import build_model
 from infnet.config import InfnetConfig, ModelConfig
 from infnet.data import RecDataset, load_dataset, make_loader
-from infnet.model import build_model
 from shared.checkpoint import load_checkpoint, restore_checkpoint
-from shared.cli import common_parser
+from shared.cli import evaluate_parser, write_json_out
 from shared.config import config_from_dict, load_config
 from shared.distributed import DistInfo, cleanup_distributed, gather_in_order, init_distributed
 from shared.errors import ConfigError, run_cli
@@ -81,7 +85,7 @@ def evaluate_model(
 
 def load_trained_model(checkpoint: str | Path, spec: Any, device: torch.device) -> tuple[nn.Module, dict]:
     """Rebuild the model described by a checkpoint's config and load its weights."""
-    state = load_checkpoint(checkpoint, map_location=device)
+    state = load_checkpoint(checkpoint, map_location=device, paper="infnet")
     if not state.get("config") or "model" not in state["config"]:
         raise ConfigError(f"{checkpoint} carries no model config; it was not written by infnet.train")
     model_cfg = config_from_dict(ModelConfig, state["config"]["model"])
@@ -91,31 +95,19 @@ def load_trained_model(checkpoint: str | Path, spec: Any, device: torch.device) 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = common_parser("evaluate a trained INFNet / baseline checkpoint")
-    parser.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run folder")
-    parser.add_argument("--split", choices=["val", "test"], default="test")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--out", default=None, help="also write the metrics to this JSON file")
-    args = parser.parse_args(argv)
+    args = evaluate_parser("evaluate a trained INFNet / baseline checkpoint", InfnetConfig).parse_args(argv)
     cfg = load_config(InfnetConfig, args.config, args.overrides)
     info = init_distributed(args.device)
-    spec, _, val_ds, test_ds = load_dataset(cfg.data)
-    model, state = load_trained_model(args.checkpoint, spec, info.device)
-    metrics = evaluate_model(
-        model, test_ds if args.split == "test" else val_ds, spec.tasks, info, cfg.train.eval_batch_size
-    )
-    if info.is_main:
-        record = {
-            "checkpoint": str(args.checkpoint),
-            "epoch": state.get("epoch"),
-            "split": args.split,
-            **metrics,
-        }
-        text = json.dumps(record, indent=2)
-        print(text)
-        if args.out:
-            Path(args.out).write_text(text + "\n")
-    cleanup_distributed()
+    try:
+        spec, _, val_ds, test_ds = load_dataset(cfg.data)
+        model, state = load_trained_model(args.checkpoint, spec, info.device)
+        dataset = test_ds if args.split == "test" else val_ds
+        metrics = evaluate_model(model, dataset, spec.tasks, info, cfg.train.eval_batch_size)
+        if info.is_main:
+            record = {"checkpoint": str(args.checkpoint), "epoch": state.get("epoch"), "split": args.split}
+            write_json_out(json.dumps({**record, **metrics}, indent=2), args.out)
+    finally:
+        cleanup_distributed()
 
 
 if __name__ == "__main__":

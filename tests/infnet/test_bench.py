@@ -1,4 +1,5 @@
-"""The benchmark on tiny sizes, and the linear-cost claim checked by counting FLOPs (not timing)."""
+"""The benchmark: the linear-cost claim checked by counting FLOPs (not timing), the measured rows and the
+ratios computed from them, the plot showing the rows' numbers, bad arguments; the full command is slow."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from infnet import bench
-from infnet.model import build_model
+from infnet.build import build_model
+from infnet.layers import count_parameters
+from shared.errors import run_cli
 
 
 def forward_flops(name: str, total_len: int) -> int:
@@ -31,28 +34,89 @@ def test_infnet_flops_grow_linearly_full_attention_quadratically():
     assert hstu > 8.0  # the attention matrix grows with the square
 
 
-def test_measure_summarize_and_plot_on_tiny_sizes(tmp_path):
-    rows = [bench.measure_one(name, n, 2, 8, 1, 1) for n in (16, 64) for name in bench.MODELS]
+def test_synthetic_inputs_have_the_requested_length():
+    spec = bench.synthetic_spec(64)
+    assert sum(f.max_len for f in spec.sequences) == 64 and spec.categorical[1].name == "item_id"
+    batch = bench.synthetic_batch(spec, 3, torch.device("cpu"))
+    assert [s.shape for s in batch["seq"]] == [(3, 32), (3, 32)]
+    assert all(bool((s > 0).all()) for s in batch["seq"])  # every position a real item: no padding to skip
+
+
+def test_measured_rows_match_the_models_they_time():
+    rows = bench.measure_timing(32, 2, 8, 1, repeats=3)
+    assert [r["model"] for r in rows] == list(bench.MODELS)
     for row in rows:
-        assert row["infer_samples_per_s"] > 0 and row["train_samples_per_s"] > 0
-        assert row["peak_mem_mb_train"] is not None
-    summary = bench.summarize(rows, [16, 64])
-    assert summary["time_growth_lengths"] == [16, 64]
-    assert summary["infer_speedup_vs_full_attention_at"] == 64
-    expected = rows[3]["infer_samples_per_s"] / rows[4]["infer_samples_per_s"]  # infnet / hstu at 64
-    assert summary["infer_speedup_vs_full_attention"] == expected
-    bench.plot(rows, tmp_path / "bench.png")
-    assert (tmp_path / "bench.png").stat().st_size > 1000
+        model = build_model(bench.synthetic_spec(32), bench.model_config(row["model"], 8, 1))
+        assert row["params"] == count_parameters(model) and row["total_seq_len"] == 32
+        assert row["infer_samples_per_s"] == 2 / row["infer_s_per_batch"]
+        assert row["train_samples_per_s"] == 2 / row["train_s_per_batch"]
+        assert row["infer_best_s"] <= row["infer_s_per_batch"] <= row["infer_p95_s"]
+        # a training step (forward + backward + Adam) costs more than the forward it contains
+        assert row["train_best_s"] > row["infer_best_s"]
+
+
+def test_summarize_takes_its_ratios_from_the_rows():
+    times = {("infnet", 256): 1.0, ("infnet", 1024): 2.0, ("infnet", 2048): 3.0, ("hstu", 1024): 14.0,
+             ("hstu", 256): 2.0, ("hstu", 2048): 50.0}  # fmt: skip
+    rows = [
+        {"model": m, "total_seq_len": n, "infer_best_s": t, "train_best_s": 4 * t}
+        for (m, n), t in times.items()
+    ]
+    s = bench.summarize(rows, [256, 1024, 2048])
+    assert s["infer_speedup_vs_full_attention_at"] == 1024 and s["infer_speedup_vs_full_attention"] == 7.0
+    assert s["time_growth_lengths"] == [256, 2048] and s["length_ratio"] == 8.0
+    assert s["infnet_infer_time_growth"] == 3.0 and s["infnet_train_time_growth"] == 3.0
+    assert s["infer_speedup_target_met"] and s["time_growth_target_met"]
+    times[("infnet", 2048)] = 11.0  # superlinear: the growth target fails
+    rows = [
+        {"model": m, "total_seq_len": n, "infer_best_s": t, "train_best_s": t} for (m, n), t in times.items()
+    ]
+    assert not bench.summarize(rows, [256, 1024, 2048])["time_growth_target_met"]
+    short = bench.summarize(rows[:2] + rows[3:5], [256, 1024])  # no 2048: the largest length pair is used
+    assert short["time_growth_lengths"] == [256, 1024] and short["infnet_infer_time_growth"] == 2.0
+
+
+def test_plot_draws_the_rows_numbers(tmp_path):
+    rows = [{"model": m, "total_seq_len": n, "infer_samples_per_s": 1000 / n / (i + 1), "train_samples_per_s": 5.0,
+             "peak_mem_mb_train": None if m == "din" else float(n)}
+            for i, m in enumerate(bench.MODELS) for n in (64, 256)]  # fmt: skip
+    drawn = bench.plot(rows, tmp_path / "b.png", "title")
+    assert drawn["infer_samples_per_s"]["hstu"] == [(64, 1000 / 64 / 2), (256, 1000 / 256 / 2)]
+    assert drawn["peak_mem_mb_train"] == {
+        "infnet": [(64, 64.0), (256, 256.0)],
+        "hstu": [(64, 64.0), (256, 256.0)],
+    }
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, match", [(["--batch-size", "0"], "--batch-size must be >= 1"),
+                                         (["--lengths", "1"], "--lengths must be >= 2")])  # fmt: skip
+def test_bad_arguments_are_one_line(capsys, args, match):
+    assert run_cli(bench.main, args) == 2
+    assert match in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_worker_subprocess_reports_json(tmp_path):
+def test_bench_command_in_fresh_processes(tmp_path):
     out = tmp_path / "bench.json"
-    bench.main(
-        ["--lengths", "8", "16", "--batch-size", "2", "--embed-dim", "8", "--n-blocks", "1", "--repeats", "1",
-         "--out", str(out)]
-    )  # fmt: skip
+    argv = [
+        "--lengths",
+        "16",
+        "512",
+        "--batch-size",
+        "4",
+        "--embed-dim",
+        "8",
+        "--n-blocks",
+        "1",
+        "--repeats",
+        "2",
+    ]
+    bench.main([*argv, "--out", str(out)])
     result = json.loads(out.read_text())
     assert len(result["rows"]) == 6 and "synthetic" in result["what"]
-    assert out.with_suffix(".png").is_file()
-    assert {"infer_speedup_target_met", "time_growth_target_met"} <= set(result["summary"])
+    assert len(result["machine"]["load_average_1_5_15"]) == 3 and result["machine"]["torch_threads"] >= 1
+    assert result["summary"] == bench.summarize(result["rows"], [16, 512])
+    mem = {(r["model"], r["total_seq_len"]): r["peak_mem_mb_train"] for r in result["rows"]}
+    assert mem[("hstu", 512)] > mem[("infnet", 512)] + 10  # the (B, h, N, N) attention scores of HSTU
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"

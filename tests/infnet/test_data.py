@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from infnet import reference
 from infnet.data import DataConfig, FeatureSpec, RecDataset, load_dataset, make_loader
 from infnet.data.features import FEATURE_CONFIG_DIR, assign_split, encode_frame, load_feature_config
 from infnet.data.load import encode_dataset
@@ -136,16 +137,6 @@ def test_empty_histories_are_all_padding(tmp_path):
 
 
 # --- histories: fast pointer gather == per-row reference, no future leakage ------------------------------
-def reference_history(user, time, event, tokens, max_len, i):
-    """Obviously correct: the same user's earlier events, most recent first (ties: later in the file first)."""
-    rows = [
-        j for j in range(len(user)) if user[j] == user[i] and time[j] < time[i] and event[j] and tokens[j]
-    ]
-    rows.sort(key=lambda j: (time[j], j), reverse=True)
-    out = [tokens[j] for j in rows[:max_len]]
-    return out + [0] * (max_len - len(out))
-
-
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_histories_match_per_row_reference(tmp_path, dataset):
     cfg = prepared(tmp_path, dataset)
@@ -162,7 +153,7 @@ def test_histories_match_per_row_reference(tmp_path, dataset):
             continue
         tokens = batch["cat"][:, cat_names.index(f.vocab)].numpy()  # the row's own id in the shared vocab
         keep = frame[f.filter].to_numpy() == 1 if f.filter else np.ones(len(frame), dtype=bool)
-        ref = [reference_history(user, time, event & keep, tokens, f.max_len, i) for i in range(len(frame))]
+        ref = [reference.history(user, time, event & keep, tokens, f.max_len, i) for i in range(len(frame))]
         assert batch["seq"][a].tolist() == ref, f.name
         n_checked += 1
     assert n_checked >= 3
@@ -228,9 +219,7 @@ def test_list_field_matches_reference(tmp_path):
     vocab = sorted(
         {t for v in frame["tag"].dropna() for t in v.split(",")}
     )  # every tag is seen in train here
-    for row, raw in zip(tags, frame["tag"]):
-        expect = [vocab.index(t) + 1 for t in raw.split(",")] if isinstance(raw, str) else []
-        assert row == (expect + [0] * 4)[:4]
+    assert tags == [reference.list_field(raw, vocab, 4) for raw in frame["tag"]]
 
 
 # --- splits ------------------------------------------------------------------------------------------------
@@ -355,6 +344,19 @@ def test_shuffle_is_seeded_by_seed_and_epoch(tmp_path):
     assert order(0, 2) == order(0, 2)
     assert order(0, 2) != order(0, 3) and order(0, 2) != order(1, 2)
     assert order(0, 2) != list(range(len(ds)))
+
+
+def test_loader_order_is_the_permutation_of_seed_and_epoch(tmp_path):
+    """The order the committed results were trained with: randperm seeded seed * 1000 + epoch, alone or
+    sharded (rank r takes every world-th row of that permutation, padded from its start)."""
+    ds = small_dataset(tmp_path)
+    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(3 * 1000 + 2)).tolist()
+    assert torch.cat([b["index"] for b in make_loader(ds, 4, True, 3, 2)]).tolist() == perm
+    padded = perm + perm[: -len(perm) % 4]
+    for rank in range(4):
+        info = DistInfo(rank=rank, world_size=4, local_rank=rank, device=torch.device("cpu"))
+        shard = torch.cat([b["index"] for b in make_loader(ds, 4, True, 3, 2, info=info)]).tolist()
+        assert shard == padded[rank::4]
 
 
 @pytest.mark.parametrize("shuffle", [False, True])

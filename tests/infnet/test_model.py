@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import pytest
 import torch
 
+from infnet import reference
+from infnet.build import build_model
 from infnet.config import ModelConfig
 from infnet.model import (
     CrossAttention,
@@ -15,7 +16,7 @@ from infnet.model import (
     ProxyGatedUnit,
     SequenceProxies,
     block_plans,
-    build_model,
+    masked_mean,
     multitask_loss,
 )
 from shared.errors import ConfigError, DataError
@@ -85,25 +86,6 @@ def test_empty_histories_give_finite_outputs_and_gradients(variant):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def reference_cross_attention(ca: CrossAttention, q, kv, mask):
-    """Per-sample, per-head loop over the real keys only (the obviously correct slow path)."""
-    B, n_q, d = q.shape
-    h, dk = ca.h, d // ca.h
-    out = torch.zeros(B, n_q, d)
-    for b in range(B):
-        keys = kv[b][mask[b]] if mask is not None else kv[b]
-        if keys.shape[0] == 0:
-            continue
-        Q, K, V = ca.w_q(q[b]), ca.w_k(keys), ca.w_v(keys)
-        heads = []
-        for i in range(h):
-            sl = slice(i * dk, (i + 1) * dk)
-            att = torch.softmax(Q[:, sl] @ K[:, sl].T / math.sqrt(dk), dim=-1)
-            heads.append(att @ V[:, sl])
-        out[b] = ca.w_o(torch.cat(heads, dim=-1))
-    return out
-
-
 def test_cross_attention_matches_reference_loop():
     torch.manual_seed(0)
     ca = CrossAttention(16, 4, 0.0).eval()
@@ -111,29 +93,35 @@ def test_cross_attention_matches_reference_loop():
     mask = torch.rand(5, 9) > 0.4
     mask[0] = False  # an empty history
     out = ca(q, kv, mask)
-    torch.testing.assert_close(out, reference_cross_attention(ca, q, kv, mask), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, reference.cross_attention(ca, q, kv, mask), rtol=1e-5, atol=1e-5)
     assert torch.equal(out[0], torch.zeros(3, 16))
-    torch.testing.assert_close(ca(q, kv), reference_cross_attention(ca, q, kv, None), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ca(q, kv), reference.cross_attention(ca, q, kv, None), rtol=1e-5, atol=1e-5)
 
 
-def test_sequence_proxies_and_pgu_match_loops():
+@pytest.mark.parametrize("mode, pool", [("per_behaviour", "sum"), ("per_behaviour", "mean"), ("k", "sum")])
+def test_sequence_proxies_and_pgu_match_loops(mode, pool):
     torch.manual_seed(0)
-    sp = SequenceProxies(8, "per_behaviour", 0, "sum")
+    sp = SequenceProxies(8, mode, 3, pool)
     S = [torch.randn(3, 5, 8), torch.randn(3, 2, 8)]
     masks = [torch.rand(3, 5) > 0.5, torch.tensor([[True, False], [False, False], [True, True]])]
+    masks[0][1] = False  # sample 1 has no history at all: zero proxies, not NaN
     S = [s * m.unsqueeze(-1) for s, m in zip(S, masks)]
     out = sp(S, masks)
-    for b in range(3):
-        for a in range(2):
-            expected = sp.phi_seq(S[a][b][masks[a][b]]).sum(0)
-            torch.testing.assert_close(out[b, a], expected, rtol=1e-5, atol=1e-6)
+    assert out.shape == (3, 2 if mode == "per_behaviour" else 3, 8)
+    torch.testing.assert_close(out, reference.sequence_proxies(sp, S, masks), rtol=1e-5, atol=1e-6)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
     pgu = ProxyGatedUnit(2, 8, 16)
     X, P = torch.randn(3, 7, 8), torch.randn(3, 2, 8)
-    gated = pgu(X, P)
-    for b in range(3):
-        gate = torch.sigmoid(pgu.gate(P[b].reshape(-1)))
-        for t in range(7):
-            torch.testing.assert_close(gated[b, t], X[b, t] * gate)
+    torch.testing.assert_close(pgu(X, P), reference.proxy_gated_unit(pgu, X, P))
+
+
+def test_masked_mean_matches_loop():
+    kv, mask = torch.randn(4, 6, 8), torch.rand(4, 6) > 0.5
+    mask[2] = False
+    out = masked_mean(kv, mask, 3)
+    torch.testing.assert_close(out, reference.masked_mean(kv, mask, 3))
+    assert torch.equal(out[2], torch.zeros(3, 8))
+    torch.testing.assert_close(masked_mean(kv, None, 2), reference.masked_mean(kv, None, 2))
 
 
 def names(model) -> set[str]:

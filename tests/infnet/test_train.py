@@ -1,8 +1,11 @@
-"""The train / evaluate command lines on random data: run folder, resume, early stop, NaN guard, DDP."""
+"""The train / evaluate command lines on random data: run folder, resume (= the uninterrupted run, refused
+after a config change), early stop, NaN guard, config errors, failed starts, progress lines, evaluate
+(same numbers as training, another paper's or a crafted checkpoint refused), DDP."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -10,12 +13,19 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import infnet.evaluate
 import infnet.train
+from infnet.build import build_model
+from infnet.config import InfnetConfig
+from infnet.layers import count_parameters
+from shared.checkpoint import save_checkpoint
+from shared.config import load_config
 from shared.errors import run_cli
 from shared.log import read_metrics
+from shared.run import TrainRun
 from tests.infnet.model_helpers import random_load_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,22 +62,41 @@ def test_train_writes_a_complete_run_folder_and_learns(tmp_path):
     records = read_metrics(run / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert {"val_click_auc", "val_like_gauc", "val_mean_logloss", "train_loss"} <= set(records[0])
-    summary = json.loads((run / "test_metrics.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["test"]["click_auc"] > 0.8  # item parity is learnable
-    assert summary["params"] > 0 and summary["train_time_s"] > 0
+    assert json.loads((run / "test_metrics.json").read_text()) == summary["test"]
+    cfg = load_config(InfnetConfig, run / "config.yaml")
+    assert summary["params"] == count_parameters(build_model(random_load_dataset(cfg.data)[0], cfg.model))
+    assert summary["train_time_s"] == pytest.approx(records[-1]["train_time_s"])
+    assert records[0]["train_time_s"] < records[1]["train_time_s"] < records[2]["train_time_s"]
+    assert summary["epochs_run"] == 3 and summary["paper"] == "infnet"
+    best = max(records, key=lambda r: r["val_mean_auc"])
+    assert (summary["best_epoch"], summary["val_mean_auc"]) == (best["epoch"], best["val_mean_auc"])
 
 
 @pytest.mark.parametrize("name", ["mmoe", "din", "hstu"])
 def test_baselines_train_through_the_same_cli(tmp_path, name):
     config = write_config(tmp_path, epochs=1)
     assert train(config, "--run-dir", str(tmp_path / name), "--set", f"model.name={name}") == 0
-    assert json.loads((tmp_path / name / "test_metrics.json").read_text())["model"] == name
+    assert json.loads((tmp_path / name / "summary.json").read_text())["model"] == name
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
     config = write_config(tmp_path, epochs=3)
     assert train(config, "--run-dir", str(tmp_path / "full")) == 0
-    assert train(config, "--run-dir", str(tmp_path / "cut"), "--set", "train.epochs=2") == 0
+
+    class KilledAfterEpoch2(TrainRun):
+        def end_epoch(self, record, *args, **kwargs):
+            is_best = super().end_epoch(record, *args, **kwargs)
+            if record["epoch"] == 2:
+                raise KeyboardInterrupt  # as if killed right after epoch 2's checkpoint
+            return is_best
+
+    with monkeypatch.context() as m:
+        m.setattr(infnet.train, "TrainRun", KilledAfterEpoch2)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, "--run-dir", str(tmp_path / "cut"))
+    assert len(read_metrics(tmp_path / "cut" / "metrics.jsonl")) == 2
     assert train(config, "--run-dir", str(tmp_path / "cut"), "--resume") == 0
     full, cut = (
         read_metrics(tmp_path / "full" / "metrics.jsonl"),
@@ -75,6 +104,25 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     )
     strip = [{k: v for k, v in r.items() if k != "train_time_s"} for r in full]
     assert [{k: v for k, v in r.items() if k != "train_time_s"} for r in cut] == strip
+    test = [json.loads((tmp_path / r / "test_metrics.json").read_text()) for r in ("full", "cut")]
+    assert test[0] == test[1]
+
+
+def test_resume_after_a_model_change_is_refused_with_one_line(tmp_path, capsys):
+    config, run = write_config(tmp_path, epochs=1), tmp_path / "run"
+    assert train(config, "--run-dir", str(run)) == 0
+    capsys.readouterr()
+    assert train(config, "--run-dir", str(run), "--resume", "--set", "model.embed_dim=16") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model.embed_dim = 8" in err and "16 was asked for" in err
+    # the run folder's own config.yaml edited by hand: the checkpoint does not fit, one line, folder kept
+    saved = run / "config.yaml"
+    saved.write_text(saved.read_text().replace("embed_dim: 8", "embed_dim: 16"))
+    argv = ["--run-dir", str(run), "--resume", "--device", "cpu"]
+    assert run_cli(infnet.train.main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not fit the model" in err
+    assert (run / "last.pt").is_file()
 
 
 def test_resume_without_a_run_is_a_clear_error(tmp_path, capsys):
@@ -85,7 +133,7 @@ def test_resume_without_a_run_is_a_clear_error(tmp_path, capsys):
 def test_early_stopping(tmp_path):
     config = write_config(tmp_path, epochs=6, patience=1, lr=1e-12)
     assert train(config, "--run-dir", str(tmp_path / "run")) == 0
-    summary = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["epochs_run"] == 2 and summary["best_epoch"] == 1
 
 
@@ -107,6 +155,33 @@ def test_bad_configs_exit_2_with_one_line(tmp_path, capsys, override, message):
     assert train(write_config(tmp_path), "--set", override) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+    base = tmp_path / "runs" / "infnet" / "test"  # a failed start leaves no run folder behind
+    assert not base.exists() or list(base.iterdir()) == []
+
+
+def test_zero_epochs_and_a_failed_first_epoch_leave_no_run_folder(tmp_path, capsys):
+    base = tmp_path / "runs" / "infnet" / "test"
+    assert train(write_config(tmp_path), "--set", "train.epochs=0") == 2
+    assert "train.epochs must be >= 1, got 0" in capsys.readouterr().err
+    assert not base.exists()
+    assert train(write_config(tmp_path, nan_at_step=0)) == 2  # fails inside the first epoch
+    assert "at step 0" in capsys.readouterr().err
+    assert list(base.iterdir()) == []
+
+
+def test_progress_lines_every_log_every_steps(tmp_path):
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("infnet")
+    logger.addHandler(handler)
+    try:  # not a terminal: one line every 2 steps and one at the end of the epoch (5 steps of 64 rows)
+        assert train(write_config(tmp_path, epochs=1, log_every=2), "--run-dir", str(tmp_path / "r")) == 0
+    finally:
+        logger.removeHandler(handler)
+    steps = [ln.split(" loss")[0] for ln in lines if " step " in ln]
+    assert steps == ["epoch 1/1 step 2/5", "epoch 1/1 step 4/5", "epoch 1/1 step 5/5"]
+    assert all("samples/s ETA" in ln for ln in lines if " step " in ln)
 
 
 def test_evaluate_cli_matches_the_training_summary(tmp_path, capsys):
@@ -116,10 +191,30 @@ def test_evaluate_cli_matches_the_training_summary(tmp_path, capsys):
     out = tmp_path / "eval.json"
     argv = ["--config", str(config), "--checkpoint", str(tmp_path / "run" / "best.pt"), "--out", str(out)]
     assert run_cli(infnet.evaluate.main, [*argv, "--device", "cpu"]) == 0
-    summary = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    test = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
     evaluated = json.loads(out.read_text())
-    for key, value in summary["test"].items():
+    for key, value in test.items():
         assert evaluated[key] == pytest.approx(value, abs=1e-6), key
+    assert evaluated["split"] == "test" and evaluated["epoch"] == 2
+
+
+def test_evaluate_refuses_another_papers_and_a_crafted_checkpoint(tmp_path, capsys):
+    config = write_config(tmp_path)
+    other = tmp_path / "other"
+    save_checkpoint(other, model=torch.nn.Linear(2, 2), paper="rcar", epoch=1, step=1, config={"model": {}})
+    argv = ["--config", str(config), "--device", "cpu", "--checkpoint"]
+    assert run_cli(infnet.evaluate.main, [*argv, str(other / "last.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "rcar checkpoint, not a infnet one" in err
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"model": Payload()}, tmp_path / "crafted.pt")
+    assert run_cli(infnet.evaluate.main, [*argv, str(tmp_path / "crafted.pt")]) == 2
+    assert "safe loading refuses" in capsys.readouterr().err and not marker.exists()
 
 
 def free_port() -> int:
@@ -141,7 +236,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     cmd = [*torchrun, script, "train", "--config", str(config), "--run-dir", str(run), "--device", "cpu"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((run / "test_metrics.json").read_text())
+    test = json.loads((run / "test_metrics.json").read_text())
     assert len(read_metrics(run / "metrics.jsonl")) == 2
     out = tmp_path / "eval.json"
     cmd = [sys.executable, script, "evaluate", "--config", str(config), "--checkpoint", str(run / "best.pt")]
@@ -150,5 +245,5 @@ def test_torchrun_two_processes_gloo(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     evaluated = json.loads(out.read_text())
-    for key, value in summary["test"].items():
+    for key, value in test.items():
         assert evaluated[key] == pytest.approx(value, abs=1e-6), key
