@@ -19,7 +19,7 @@ import laspy
 import numpy as np
 
 from retrofpn.data.config import DataConfig
-from retrofpn.data.scene import Scene, check_scene
+from retrofpn.data.scene import Scene, check_scene, compact
 from shared.errors import DataError
 from shared.fetch import PinnedPackage
 
@@ -123,7 +123,7 @@ def _read(path: Path, classes, ignore_classes, feat_keys, coord_scale, num_class
                 "intensity, return_number, number_of_returns"
             )
     scene = Scene(path.stem, coord.astype(np.float32), segment, color=color, extra=extra, source=str(path))
-    return check_scene(scene)
+    return compact(check_scene(scene))
 
 
 def read_las(path: str | Path, cfg: DataConfig) -> Scene:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from retrofpn.data.config import DataConfig
-from retrofpn.data.scene import Scene, check_scene, load_npy, map_labels
+from retrofpn.data.scene import Scene, check_scene, compact, load_npy, map_labels
 from shared.errors import DataError
 
 REQUIRED = ("coord.npy", "color.npy")
@@ -74,4 +74,4 @@ def read_scene_folder(path: str | Path, cfg: DataConfig) -> Scene:
         normal=normal,
         source=str(path),
     )
-    return check_scene(scene)
+    return compact(check_scene(scene))

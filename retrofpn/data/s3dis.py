@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from retrofpn.data.config import DataConfig
-from retrofpn.data.scene import Scene, check_scene, load_npy, map_labels
+from retrofpn.data.scene import Scene, check_scene, compact, load_npy, map_labels
 from shared.errors import DataError
 
 ROOM_FILE = re.compile(r"^Area_(\d+)_(.+)\.npy$")
@@ -75,7 +75,7 @@ def read_room(path: str | Path, cfg: DataConfig) -> Scene:
         color=data[:, 3:6].astype(np.float32),
         source=str(path),
     )
-    return check_scene(scene)
+    return compact(check_scene(scene))
 
 
 def write_room(path: str | Path, coord: np.ndarray, color: np.ndarray, label: np.ndarray) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import open3d as o3d
 
 from retrofpn.data.config import DataConfig
-from retrofpn.data.scene import Scene, check_scene
+from retrofpn.data.scene import Scene, check_scene, compact
 from shared.errors import DataError
 
 PLY_TYPES = {
@@ -154,7 +154,7 @@ def read_scannet_scene(folder: str | Path, cfg: DataConfig) -> Scene:
         normal=normal,
         source=str(folder),
     )
-    return check_scene(scene)
+    return compact(check_scene(scene))
 
 
 SCENE_ID = re.compile(r"^scene\d{4}_\d{2}$")

@@ -22,8 +22,8 @@ class Scene:
     Attributes:
         name: scene id (e.g. ``Area_5_office_1``, ``scene0000_00``)
         coord: (N, 3) float32 coordinates in metres, as stored (not shifted)
-        segment: (N,) int64 labels in [0, K) or the ignore index
-        color: (N, 3) float32 rgb in [0, 255], or None when the source has no colour
+        segment: (N,) labels in [0, K) or the ignore index (int16 when they fit, else int64)
+        color: (N, 3) rgb in [0, 255] (uint8 when integral, else float32), or None when the source has none
         normal: (N, 3) float32 unit normals, or None
         extra: further (N, C) float32 channels by name (e.g. ``intensity``)
         source: the file or folder it was read from (named in error messages)
@@ -131,4 +131,19 @@ def check_scene(scene: Scene) -> Scene:
                 f"{where}: colours must be rgb values in [0, 255]; found [{scene.color.min()}, "
                 f"{scene.color.max()}]"
             )
+    return scene
+
+
+def compact(scene: Scene) -> Scene:
+    """Integral colours as uint8 and labels as int16 when they fit (17 instead of 32 bytes a point: a cached
+    S3DIS, 273M points, then takes 4.6 GB instead of 8.7); ``arrays()`` hands out float32 / int64 copies."""
+    if (
+        scene.color is not None
+        and scene.color.dtype != np.uint8
+        and np.array_equal(scene.color, np.round(scene.color))
+    ):
+        scene.color = scene.color.astype(np.uint8)
+    seg = scene.segment
+    if seg.size and -32768 <= int(seg.min()) and int(seg.max()) < 32768:
+        scene.segment = seg.astype(np.int16)
     return scene

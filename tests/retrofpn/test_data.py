@@ -58,7 +58,10 @@ def test_s3dis_room_values_as_written(name):
     np.testing.assert_array_equal(room.coord, written[:, :3].astype(np.float32))
     np.testing.assert_array_equal(room.color, written[:, 3:6].astype(np.float32))
     np.testing.assert_array_equal(room.segment, written[:, 6].astype(np.int64))
-    assert room.coord.dtype == np.float32 and room.segment.dtype == np.int64 and room.name == name
+    assert room.coord.dtype == np.float32 and room.name == name
+    assert room.segment.dtype == np.int16 and room.color.dtype == np.uint8  # compact in memory
+    arrays = room.arrays()
+    assert arrays["segment"].dtype == np.int64 and arrays["color"].dtype == np.float32
 
 
 def test_s3dis_split_holds_out_the_test_area():
