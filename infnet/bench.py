@@ -47,6 +47,7 @@ from shared.report import write_metrics_json
 
 LENGTHS = (64, 256, 1024, 2048)
 MODELS = ("infnet", "hstu", "din")
+NAMES = {"infnet": "INFNet", "hstu": "HSTU-style full attention", "din": "DIN"}
 N_CATEGORICAL, N_SEQUENCES, N_TASKS, VOCAB = 8, 2, 3, 5000
 SPEEDUP_TARGET, GROWTH_TARGET = 5.0, 10.0
 PANELS = (
@@ -186,9 +187,12 @@ def plot(rows: list[dict], path: Path, title: str) -> dict[str, dict[str, list[t
                 (r["total_seq_len"], r[key]) for r in rows if r["model"] == name and r[key] is not None
             )
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=name if key == PANELS[0][0] else None)
+                ax.plot(*zip(*pts), marker="o", label=NAMES[name] if key == PANELS[0][0] else None)
                 drawn[key][name] = pts
         ax.set_xscale("log", base=2)
+        lengths = sorted({r["total_seq_len"] for r in rows})
+        ax.set_xticks(lengths, labels=[str(n) for n in lengths])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_yscale("log")
         ax.set_xlabel("total sequence length L (tokens, log scale)")
         ax.set_ylabel(f"{label}, log scale")

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from infnet.config import InfnetConfig
 from shared.bench import load_note
@@ -42,6 +43,7 @@ from shared.errors import DataError, TrainingError, run_cli
 from shared.log import RunsProgress, get_logger, read_metrics
 from shared.report import (
     Report,
+    machine_description,
     mean_std,
     plot_curves,
     plot_grouped_bars,
@@ -73,6 +75,9 @@ MODELS: list[tuple[str, str, list[str]]] = [
     ("hstu", "HSTU-style full attention", ["model.name=hstu"]),
 ]
 LABELS = {key: label for key, label, _ in MODELS}
+# shorter names on the plots' axes, so ten labels side by side do not run into each other
+PLOT_LABELS = LABELS | {"wo_task_tokens": "w/o task tokens", "wo_pgu": "w/o PGU",
+                        "wo_cross_attention": "w/o cross-attn.", "hstu": "HSTU-style"}  # fmt: skip
 ABLATIONS = ["wo_task_tokens", "wo_pgu", "wo_cross_attention"]
 # the longest runs first, so two workers finish together (measured cost per sample, one thread)
 ORDER = ["hstu", "infnet", "wo_task_tokens", "wo_pgu", "din", "ple", "wo_cross_attention", "dcnv2", "mmoe",
@@ -218,6 +223,7 @@ def collect_metrics(
         "wall_time_s": wall,
         "command": "make reproduce-infnet" + (" QUICK=1" if args.quick else ""),
         "trained_at": trained_at(root),
+        "trained_on": f"{machine_description()}; Python {sys.version.split()[0]}, torch {torch.__version__}",
         "run_root": str(root),
         "runs": {
             k: [{kk: vv for kk, vv in r.items() if kk != "curve"} for r in runs]
@@ -353,7 +359,8 @@ def cost_section(rep: Report, metrics: dict[str, Any]) -> None:
     rep.table(headers, rows)
     rep.text(
         f"Training time is the sum of the epochs' training loops (no evaluation), {b['threads']} CPU "
-        f"thread(s) per run, {b['jobs']} runs in parallel on a shared machine: compare within this table only. "
+        f"thread{'s' * (b['threads'] != 1)} per run, {b['jobs']} runs in parallel on a shared machine: compare "
+        "within this table only. "
         f"Epochs and best epochs are listed per seed {metrics['seeds']} (one number when all seeds agree)."
     )
     capped = [
@@ -381,8 +388,8 @@ def plot_auc_bars(metrics: dict[str, Any], path: Path) -> Path:
     baseline = math.floor((min(m - s for m, s in zip(means, stds)) - 0.01) * 50) / 50  # a multiple of 0.02
     series = f"mean ± std over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]}"
     return plot_grouped_bars(
-        [label for _, label, _ in MODELS], {series: means}, path, "test mean AUC over the tasks",
-        errors={series: stds}, title="Test mean AUC per model (MovieLens-100k, embedded scale)",
+        list(PLOT_LABELS.values()), {series: means}, path, "test mean AUC over the tasks",
+        errors={series: stds}, title="Test mean AUC per model (w/o: INFNet's Table 3 ablations)",
         ylim=(max(0.0, baseline), None),
     )  # fmt: skip
 
@@ -399,14 +406,15 @@ def plot_auc_per_task(metrics: dict[str, Any], path: Path) -> Path:
 
 
 def plot_cost_vs_auc(metrics: dict[str, Any], path: Path) -> Path:
-    """Mean training time per run against test mean AUC, one labelled point per model."""
+    """Mean training time per run against test mean AUC, one point (and legend entry) per model."""
     runs = metrics["runs"]
-    xs = [mean([r["train_time_s"] for r in runs[k]]) for k, _, _ in MODELS]
-    ys = [mean(values(runs[k], "mean_auc")) for k, _, _ in MODELS]
+    points = {
+        label: ([mean([r["train_time_s"] for r in runs[k]])], [mean(values(runs[k], "mean_auc"))])
+        for k, label, _ in MODELS
+    }
     return plot_scatter(
-        {"model (mean over seeds)": (xs, ys)}, path, "training time per run (s, 1 CPU thread)",
-        "test mean AUC over the tasks", "Accuracy against training cost",
-        labels={"model (mean over seeds)": [label for _, label, _ in MODELS]},
+        points, path, "training time per run (s, 1 CPU thread, mean over seeds)",
+        "test mean AUC over the tasks (mean over seeds)", "Accuracy against training cost",
     )  # fmt: skip
 
 
@@ -467,7 +475,7 @@ def bench_section(rep: Report, out_dir: Path, path: Path | None = None) -> None:
     ratios = s.get("ratios_from", "median_s")
     rep.text(
         f"From `{path}` (its own run: d = {setup['embed_dim']}, {setup['n_blocks']} blocks, batch "
-        f"{setup['batch_size']}, {setup['threads']} thread(s); throughput from the median of {setup['repeats']} "
+        f"{setup['batch_size']}, {setup['threads']} thread{'s' * (setup['threads'] != 1)}; throughput from the median of {setup['repeats']} "
         f"repeats, ratios from {ratios}; memory: {setup['memory']}; {load}). Speed only: the batches are "
         "random ids."
     )
@@ -490,13 +498,16 @@ def bench_section(rep: Report, out_dir: Path, path: Path | None = None) -> None:
 
 
 def provenance_section(rep: Report, metrics: dict[str, Any]) -> None:
+    """Data, command, commit and machine of this report (``shared.report.provenance_block``), then where
+    and at which commit the models were trained (the two differ for a report rebuilt from metrics.json)."""
     n = metrics["sizes"]
-    rep.text(provenance_block(
+    block = provenance_block(
         DATA_SOURCE, f"{n['train'] + n['val'] + n['test']} rows after preparation ({n['train']} / {n['val']} / "
         f"{n['test']})", metrics["command"], metrics["wall_time_s"],
-    ))  # fmt: skip
+    )  # fmt: skip
     rep.text(
-        f"- **Models trained at**: {metrics['trained_at']}\n"
+        f"{block}\n- **Models trained at**: {metrics['trained_at']}\n"
+        f"- **Models trained on**: {metrics['trained_on']}\n"
         f"- **Run folders**: `{metrics['run_root']}` (not committed; `metrics.json` holds what this report shows)"
     )
 
