@@ -69,7 +69,7 @@ class ModelConfig:
     routed_layers: list[int] | None = None
     router_slots: int = 8
     router_dim: int = 32
-    scar_threshold: float = 0.6
+    scar_threshold: float = 0.5
     scar_k_min: int = 1
     scar_k_max: int = 2
     moe_top_k: int = 2

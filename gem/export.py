@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +74,9 @@ def _quiet():
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        with open("/dev/null", "w") as sink, contextlib.redirect_stdout(sink):
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), warnings.catch_warnings():
+            # the same Dim object on several inputs makes the exporter warn that it reuses the axis name
+            warnings.filterwarnings("ignore", message=".*axis name.*")
             yield
     finally:
         root.setLevel(level)
@@ -81,26 +85,30 @@ def _quiet():
 def _export(
     graph: nn.Module, args: tuple, dynamic: tuple, path: Path, inputs: list[str], outputs: list[str]
 ) -> Path:
+    """Trace ``graph`` in eval mode (the wrapped model's train/eval mode is restored afterwards)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _quiet():
-        torch.onnx.export(
-            graph.eval(),
-            args,
-            str(path),
-            dynamo=True,
-            dynamic_shapes=dynamic,
-            input_names=inputs,
-            output_names=outputs,
-            opset_version=OPSET,
-            external_data=False,
-        )
+    was_training = graph.model.training
+    try:
+        with _quiet():
+            torch.onnx.export(
+                graph.eval(),
+                args,
+                str(path),
+                dynamo=True,
+                dynamic_shapes=dynamic,
+                input_names=inputs,
+                output_names=outputs,
+                opset_version=OPSET,
+                external_data=False,
+            )
+    finally:
+        graph.model.train(was_training)
     onnx.checker.check_model(str(path))
     return path
 
 
 def export_onnx(model: GemLM, path: str | Path) -> Path:
-    """Export the full-sequence forward (fp32, eval mode) to ``path``; batch and length stay dynamic."""
-    model = model.eval()
+    """Export the full-sequence forward (fp32, traced in eval mode) to ``path``; batch and length stay dynamic."""
     cfg = model.cfg
     batch = torch.export.Dim("batch", min=1, max=1024)
     seq = torch.export.Dim("seq", min=1, max=cfg.context_length)
@@ -109,8 +117,7 @@ def export_onnx(model: GemLM, path: str | Path) -> Path:
 
 
 def export_onnx_decoder(model: GemLM, path: str | Path) -> Path:
-    """Export one KV-cache step (prefill when P = 0, then one token at a time)."""
-    model = model.eval()
+    """Export one KV-cache step (prefill when P = 0, then one token at a time), traced in eval mode."""
     cfg = model.cfg
     if cfg.context_length < 6:
         raise ConfigError("export_onnx_decoder: needs model.context_length >= 6 to trace the example step")

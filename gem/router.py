@@ -81,6 +81,12 @@ class Routing:
         return float((k * m).sum() / m.sum().clamp(min=1))
 
 
+def _routing_precision(x: torch.Tensor) -> torch.Tensor:
+    """At least float32 (as HF Mixtral's router softmax): under bf16 autocast the threshold rule would
+    otherwise compare sums of 8-bit-mantissa probabilities with tau."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class CrossAttentionRouter(nn.Module):
     """SCAR router: p_t = softmax(W_q h_t M^T / sqrt(d_r)) softmax(U); returns (p (N, E), s (N, R))."""
 
@@ -105,8 +111,10 @@ class CrossAttentionRouter(nn.Module):
             self.slot_paths[r, r % self.slot_paths.shape[1]] = 2.0
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.query(h) @ self.slots.T * self.scale  # (N, R)
-        probs = s.softmax(-1) @ self.slot_paths.softmax(-1)  # (N, R) @ (R, E) -> (N, E)
+        s = _routing_precision(self.query(h) @ self.slots.T * self.scale)  # (N, R)
+        values = _routing_precision(self.slot_paths).softmax(-1)  # (R, E) v_r
+        # sum_r a_r v_r as a broadcast product: a matmul would run in half precision under autocast
+        probs = (s.softmax(-1)[:, :, None] * values[None]).sum(1)  # (N, R, E) -> (N, E)
         return probs, s
 
 
@@ -122,7 +130,7 @@ class LinearRouter(nn.Module):
         nn.init.normal_(self.gate.weight, std=self.gate.in_features**-0.5)  # the SCAR router's logit scale
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.gate(h)  # (N, E)
+        z = _routing_precision(self.gate(h))  # (N, E)
         return z.softmax(-1), z
 
 
@@ -208,7 +216,8 @@ class RoutedFFN(nn.Module):
         y = torch.zeros_like(x)
         for e, expert in enumerate(self.experts):
             token, rank = torch.nonzero((experts == e) & active, as_tuple=True)  # the tokens sent to path e
-            y.index_add_(0, token, expert(x[token]) * weights[token, rank, None])  # (n_e, C) scattered back
+            out = expert(x[token]) * weights[token, rank, None]  # (n_e, C): path e on its tokens only
+            y.index_add_(0, token, out.to(y.dtype))  # autocast may have run the expert in half precision
         routing = Routing(
             probs=probs,
             logits=logits,

@@ -1,7 +1,6 @@
 """ONNX export: ONNX Runtime == eager for dense and SCAR at two sequence lengths through one graph (fp32 within
 1e-4; int8 within 15 % relative error and >= 90 % top-1 agreement), the SCAR graph keeps its sparse dispatch,
-and the KV-cache step graph decodes like ``generate``. Exports take seconds: the fast suite exports one
-one-block SCAR model; the dense graph and the KV-cache step graphs run with the slow tests."""
+and the KV-cache step graph decodes like ``generate``."""
 
 from __future__ import annotations
 
@@ -28,7 +27,9 @@ from gem.model import GemLM
 from shared.errors import DataError
 from tests.gem.model_helpers import one_thread, random_tokens, tiny_model  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# Every test here exports a graph (about 5 s for the first, 3-5 s more per graph on 2 busy cores), so the
+# module runs with the slow tests (`make test-all`).
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 FP32_ATOL = 1e-4
 INT8_REL, INT8_TOP1 = 0.15, 0.9
@@ -46,8 +47,7 @@ def small(ffn: str) -> GemLM:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Callable[[str], tuple[GemLM, Path, Path]]:
-    """ffn -> (model, fp32 graph, int8 graph), exported once per module and only when a test asks (an export
-    takes a few seconds, so the dense one runs with the slow tests only)."""
+    """ffn -> (model, fp32 graph, int8 graph), exported once per module, when a test first asks."""
     cache: dict[str, tuple[GemLM, Path, Path]] = {}
     folder = tmp_path_factory.mktemp("onnx")
 
@@ -61,7 +61,7 @@ def exported(tmp_path_factory) -> Callable[[str], tuple[GemLM, Path, Path]]:
     return get
 
 
-FFN_PARAMS = ["scar", pytest.param("dense", marks=pytest.mark.slow)]
+FFN_PARAMS = ["scar", "dense"]
 
 
 def eager_logits(model: GemLM, idx: np.ndarray) -> np.ndarray:
@@ -128,7 +128,6 @@ def test_ort_runner_input_errors(exported, tmp_path) -> None:
         ort_session(tmp_path / "missing.onnx")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("ffn", ["dense", "scar"])
 def test_kv_cache_step_graph_decodes_like_generate(tmp_path, ffn: str) -> None:
     model = small(ffn)
