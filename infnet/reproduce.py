@@ -497,7 +497,7 @@ def bench_section(rep: Report, out_dir: Path, path: Path | None = None) -> None:
     rep.text(f"![throughput and memory vs sequence length]({png.as_posix()})")
 
 
-def provenance_section(rep: Report, metrics: dict[str, Any]) -> None:
+def provenance_text(metrics: dict[str, Any]) -> str:
     """Data, command, commit and machine of this report (``shared.report.provenance_block``), then where
     and at which commit the models were trained (the two differ for a report rebuilt from metrics.json)."""
     n = metrics["sizes"]
@@ -505,7 +505,7 @@ def provenance_section(rep: Report, metrics: dict[str, Any]) -> None:
         DATA_SOURCE, f"{n['train'] + n['val'] + n['test']} rows after preparation ({n['train']} / {n['val']} / "
         f"{n['test']})", metrics["command"], metrics["wall_time_s"],
     )  # fmt: skip
-    rep.text(
+    return (
         f"{block}\n- **Models trained at**: {metrics['trained_at']}\n"
         f"- **Models trained on**: {metrics['trained_on']}\n"
         f"- **Run folders**: `{metrics['run_root']}` (not committed; `metrics.json` holds what this report shows)"
@@ -514,6 +514,8 @@ def provenance_section(rep: Report, metrics: dict[str, Any]) -> None:
 
 def write_report(metrics: dict[str, Any], out_dir: Path) -> Path:
     """``report.md``, ``metrics.json`` and the plots in ``out_dir``, from ``metrics`` alone."""
+    # the commit is read before this report's own files change the tree (else it would always be "-dirty")
+    provenance = provenance_text(metrics)
     out_dir.mkdir(parents=True, exist_ok=True)
     rep = Report("INFNet (arXiv 2508.11565): reproduction on MovieLens-100k")
     intro_section(rep, metrics)
@@ -523,7 +525,7 @@ def write_report(metrics: dict[str, Any], out_dir: Path) -> Path:
     plots_section(rep, metrics, out_dir)
     paper_section(rep)
     bench_section(rep, out_dir)
-    provenance_section(rep, metrics)
+    rep.text(provenance)
     return rep.write(out_dir, metrics)
 
 

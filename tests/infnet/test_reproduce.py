@@ -69,7 +69,11 @@ def test_report_tables_claims_and_plots(tmp_path, monkeypatch):
         args, InfnetConfig(), TASKS, sizes, fake_results(), [0, 1, 2], 60.0, tmp_path
     )
     out = tmp_path / "results"
+    seen, block = [], reproduce.provenance_block
+    # the commit is read before the report's own files change the tree (else it would always be "-dirty")
+    monkeypatch.setattr(reproduce, "provenance_block", lambda *a: (seen.append(out.exists()), block(*a))[1])
     path = reproduce.write_report(metrics, out)
+    assert seen == [False]
     text = path.read_text()
     assert "| INFNet | 0.7510 ± 0.0010 | 0.7610 ± 0.0010 | 0.7560 ± 0.0010 |" in text
     assert "INFNet w/o PGU lower than the full INFNet" in text
