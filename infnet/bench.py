@@ -209,7 +209,7 @@ def plot(rows: list[dict], path: Path, title: str) -> dict[str, dict[str, list[t
 def plot_title(result: dict[str, Any]) -> str:
     s = result["setup"]
     return (f"INFNet vs full self-attention (HSTU-style) vs DIN: synthetic batches of {s['batch_size']}, "
-            f"d = {s['embed_dim']}, {s['n_blocks']} blocks, {s['threads']} thread(s)")  # fmt: skip
+            f"d = {s['embed_dim']}, {s['n_blocks']} blocks, {s['threads']} thread{'s' * (s['threads'] != 1)}")  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
