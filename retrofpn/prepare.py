@@ -40,7 +40,7 @@ from shared.errors import ConfigError, run_cli
 from shared.fetch import atomic_write_text, fetch_package, sha256_file
 from shared.log import get_logger
 
-GENERATOR_VERSION = 1  # bump when rooms.py / scanner.py change what a seed produces
+GENERATOR_VERSION = 2  # bump when rooms.py / scanner.py change what a seed produces
 log = get_logger("retrofpn.prepare")
 
 
@@ -56,6 +56,7 @@ class PrepareConfig:
         quick_rooms_per_area: rooms per area with --quick (3 still gives every area all 13 classes)
         points_min: fewest scanner rays per room (about the points of a room before voxelisation)
         points_max: most scanner rays per room
+        cell_cap: most points a 4 cm cell keeps after the scans are merged (0 = keep all); bounds the PT test passes
         lidar: also fetch the laspy LiDAR test scan for the real-data check
     """
 
@@ -66,6 +67,7 @@ class PrepareConfig:
     quick_rooms_per_area: int = 3
     points_min: int = 30000
     points_max: int = 55000
+    cell_cap: int = 3
     lidar: bool = True
 
 
@@ -153,7 +155,8 @@ def prepare(cfg: PrepareConfig, force: bool = False, quick: bool = False) -> dic
     for area in range(1, cfg.areas + 1):
         hist = np.zeros(len(S3DIS_CLASSES), dtype=np.int64)
         names, points = [], 0
-        for name, room in rooms.area_rooms(cfg.seed, area, n_rooms, (cfg.points_min, cfg.points_max), assets):
+        rays = (cfg.points_min, cfg.points_max)
+        for name, room in rooms.area_rooms(cfg.seed, area, n_rooms, rays, assets, cfg.cell_cap):
             path = folder / f"{name}.npy"
             write_room(path, room[:, :3], room[:, 3:6], room[:, 6])
             files[path.name] = {

@@ -146,7 +146,7 @@ class DataConfig:
     pipeline: PipelineName = "pt"
     voxel_size: float = 0.04
     voxel_max: int = 24000  # official 80000
-    test_voxel_max: int = 24000  # official 80000
+    test_voxel_max: int = 80000
     loop: int = 2  # official 10
     augment: bool = True
     scale_range: list[float] = field(default_factory=lambda: [0.9, 1.1])

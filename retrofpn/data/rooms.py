@@ -55,6 +55,7 @@ from retrofpn.data.scanner import (
     Lighting,
     RoomMesh,
     scan,
+    thin,
 )
 
 # Room kinds in the order they are given to an area (the first three give every area all 13 classes).
@@ -572,6 +573,7 @@ def add_wall_items(m: RoomMesh, plan: Floorplan, rng: np.random.Generator, heigh
 # -------------------------------------------------------------------------------------------------- rooms
 
 
+CAP_CELL = 0.04  # the thinning cell: the PT voxel, so a PT test needs at most cell_cap passes
 ROOM_SIZES = {
     "conferenceRoom": ((4.5, 8.0), (4.0, 6.5)),
     "office": ((3.0, 6.0), (3.0, 6.5)),
@@ -584,8 +586,9 @@ ROOM_SIZES = {
 
 
 def generate_room(rng: np.random.Generator, kind: str, style: AreaStyle, assets: dict[str, Mesh],
-                  points: int) -> np.ndarray:  # fmt: skip
-    """One scanned room, (N, 7) float32: x, y, z, r, g, b, label (its own frame; the caller offsets it)."""
+                  rays: int, cell_cap: int = 3) -> np.ndarray:  # fmt: skip
+    """One scanned room, (N, 7) float32: x, y, z, r, g, b, label (its own frame; the caller offsets it).
+    ``rays`` scanner rays in all; the merged returns keep at most ``cell_cap`` points per 4 cm cell (0 = all)."""
     (w0, w1), (d0, d1) = ROOM_SIZES[kind]
     width, depth = rng.uniform(w0, w1), rng.uniform(d0, d1)
     if rng.random() < 0.5 and kind != "hallway":
@@ -606,11 +609,14 @@ def generate_room(rng: np.random.Generator, kind: str, style: AreaStyle, assets:
             scanners.append([x, y, rng.uniform(1.3, 1.7)])
     if not scanners:  # a crowded room: scan from above the furniture
         scanners.append([width / 2, depth / 2, height - 0.4])
-    xyz, rgb, label = scan(m, np.array(scanners), int(points * 1.08), lighting, rng)
-    return np.concatenate([xyz, rgb, label[:, None]], axis=1).astype(np.float32)
+    xyz, rgb, label = scan(m, np.array(scanners), rays, lighting, rng)
+    keep = thin(xyz, rng, CAP_CELL, cell_cap) if cell_cap else np.arange(len(xyz))
+    return np.concatenate([xyz[keep], rgb[keep], label[keep, None]], axis=1).astype(np.float32)
 
 
-def area_rooms(seed: int, area: int, n_rooms: int, points: tuple[int, int], assets: dict[str, Mesh]):
+def area_rooms(
+    seed: int, area: int, n_rooms: int, rays: tuple[int, int], assets: dict[str, Mesh], cell_cap: int = 3
+):
     """Yield (name, (N, 7) array) for the rooms of one area, in a fixed order; deterministic in (seed, area)."""
     style = area_style(np.random.default_rng([seed, area, 0]))
     counts: dict[str, int] = {}
@@ -618,7 +624,7 @@ def area_rooms(seed: int, area: int, n_rooms: int, points: tuple[int, int], asse
     offset = 0.0
     for r, kind in enumerate(kinds):
         rng = np.random.default_rng([seed, area, r + 1])
-        room = generate_room(rng, kind, style, assets, int(rng.integers(points[0], points[1] + 1)))
+        room = generate_room(rng, kind, style, assets, int(rng.integers(rays[0], rays[1] + 1)), cell_cap)
         counts[kind] = counts.get(kind, 0) + 1
         room[:, 0] += offset  # rooms of an area sit side by side in the area's frame, as in S3DIS
         offset += float(room[:, 0].max() - room[:, 0].min()) + 1.0

@@ -219,6 +219,21 @@ def scan(
     return np.concatenate(xyz), np.concatenate(rgb), np.concatenate(lab)
 
 
+def thin(xyz: np.ndarray, rng: np.random.Generator, cell: float, cap: int) -> np.ndarray:
+    """Indices keeping at most ``cap`` random points per ``cell``-sized cube (registered multi-scan clouds are
+    thinned like this; near a scanner the raw density is far above what any voxel backbone uses)."""
+    # cells counted from the cloud's minimum, the grid the PT test voxelises on (its coordinates are min-shifted)
+    grid = np.floor((xyz - xyz.min(axis=0)) / cell).astype(np.int64)
+    dims = grid.max(axis=0) + 1
+    key = (grid[:, 0] * dims[1] + grid[:, 1]) * dims[2] + grid[:, 2]
+    order = rng.permutation(len(xyz))
+    order = order[np.argsort(key[order], kind="stable")]
+    sorted_key = key[order]
+    first = np.searchsorted(sorted_key, sorted_key, side="left")
+    rank = np.arange(len(order)) - first
+    return np.sort(order[rank < cap])
+
+
 def _distance_to_segments(p: np.ndarray, seg: np.ndarray) -> np.ndarray:
     """(N,) distance of each point to the nearest of the segments (S, 2, 3)."""
     a, b = seg[:, 0], seg[:, 1]

@@ -80,6 +80,26 @@ def test_rooms_look_like_scans():
     assert len(walls) > 0.1 * len(room) and walls[:, 3:6].std(0).max() > 2  # colour noise
 
 
+def test_thinning_caps_points_per_cell_and_keeps_sparse_cells():
+    from retrofpn.data.scanner import thin
+    from retrofpn.data.transforms import voxelize
+
+    r = np.random.default_rng(0)
+    dense = np.concatenate(
+        [r.random((3000, 3)) * 0.2, r.random((500, 3)) * 3 + 1]
+    )  # a dense corner, a sparse room
+    keep = thin(dense, r, 0.04, 3)
+    counts = voxelize(dense[keep] - dense.min(0), 0.04).count
+    assert counts.max() == 3 and len(np.unique(keep)) == len(keep)
+    full = voxelize(dense - dense.min(0), 0.04)
+    assert len(counts) == len(full.count)  # every occupied cell keeps at least one point
+    assert np.array_equal(
+        thin(dense, np.random.default_rng(5), 0.04, 3), thin(dense, np.random.default_rng(5), 0.04, 3)
+    )
+    (_, room), *_ = small_area(0, 1, 1)
+    assert voxelize(room[:, :3] - room[:, :3].min(0), 0.04).count.max() <= 4  # 3, or 4 by float32 rounding
+
+
 def test_synthetic_rooms_round_trip_through_the_s3dis_reader(tmp_path):
     for name, room in small_area(0, 2, 2):
         np.save(tmp_path / f"{name}.npy", room)
