@@ -40,7 +40,7 @@ from shared.errors import ConfigError, run_cli
 from shared.fetch import atomic_write_text, fetch_package, sha256_file
 from shared.log import get_logger
 
-GENERATOR_VERSION = 2  # bump when rooms.py / scanner.py change what a seed produces
+GENERATOR_VERSION = 3  # bump when rooms.py / scanner.py / the LiDAR split change what prepare writes
 log = get_logger("retrofpn.prepare")
 
 

@@ -88,7 +88,7 @@ class DataConfig:
         scannet_valid_ids: nyu40 ids kept from *_vh_clean_2.labels.ply, mapped to 0..K-1 in this order; other ids are ignored
         las_classes: ASPRS classification codes kept from LAS files, mapped to 0..K-1 in this order
         las_ignore_classes: ASPRS codes that become ignore_index (e.g. 7 low noise, 18 high noise); any other code is an error
-        las_tile_size: side in metres of the x-y tiles a LAS file is cut into (0 = one scene per file, split by train_dirs/test_dirs)
+        las_tile_size: about the side in metres of the x-y tiles a LAS file is cut into (equal tiles; 0 = one scene per file, split by train_dirs/test_dirs)
         las_test_modulus: tile (i, j) is a test tile when (i + 2 j) % las_test_modulus == 0 (used when las_tile_size > 0)
         coord_scale: factor from file units to metres (1.0; 0.3048006 for US survey feet)
         feat_keys: per-point channels concatenated into feat, in order (color, normal, coord, intensity, return_number, number_of_returns)

@@ -6,7 +6,8 @@ Retro-FPN's code has no outdoor data set; this is a second, small check on real 
 US survey feet (CRS "NAD83_2011 / Nebraska (ft)"), an 18.3 m x 12.2 m x 15.6 m patch, ASPRS classes
 2 ground 9,808 / 3 low vegetation 158 / 4 medium vegetation 724 / 5 high vegetation 10,956 / 6 building 3,737 /
 7 low noise 25. The check maps 2-6 to labels 0-4 and noise to the ignore label, uses the intensity as the only
-feature and cuts the patch into 4 m x-y tiles; tile (i, j) is a test tile when (i + 2j) % 5 == 0.
+feature and cuts the patch into 5 x 3 tiles of about 4 m (3.66 m x 4.06 m); tile (i, j) is a test tile when
+(i + 2j) % 5 == 0 (3 of the 15).
 """
 
 from __future__ import annotations
@@ -137,8 +138,12 @@ def read_las(path: str | Path, cfg: DataConfig) -> Scene:
 
 
 def tile_index(coord: np.ndarray, tile_size: float) -> np.ndarray:
-    """(N, 2) x-y tile of every point, counted from the scan's minimum corner."""
-    return np.floor((coord[:, :2] - coord[:, :2].min(axis=0)) / tile_size).astype(np.int64)
+    """(N, 2) x-y tile of every point. Each axis is cut into round(extent / tile_size) (at least 1) equal
+    tiles, so no sliver of a tile is left at the far edge."""
+    low, extent = coord[:, :2].min(axis=0), np.ptp(coord[:, :2], axis=0)
+    count = np.maximum(1, np.round(extent / tile_size)).astype(np.int64)
+    width = np.where(extent > 0, extent / count, 1.0)
+    return np.minimum(np.floor((coord[:, :2] - low) / width).astype(np.int64), count - 1)
 
 
 def is_test_tile(i: int, j: int, modulus: int) -> bool:

@@ -12,7 +12,6 @@ open3d 0.20 skips the ``label`` property because its type is ``ushort`` ("unsupp
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +154,3 @@ def read_scannet_scene(folder: str | Path, cfg: DataConfig) -> Scene:
         source=str(folder),
     )
     return compact(check_scene(scene))
-
-
-SCENE_ID = re.compile(r"^scene\d{4}_\d{2}$")
