@@ -184,7 +184,9 @@ class DataConfig:
 FEAT_WIDTH = {"color": 3, "normal": 3, "coord": 3, "intensity": 1, "return_number": 1, "number_of_returns": 1}
 ELASTIC_OFFICIAL = [[0.2, 0.4], [0.8, 1.6]]
 
-# Paper-scale values of the three official pipelines (fields not named keep the DataConfig default).
+# Paper-scale values of the three official pipelines (fields not named keep the DataConfig default). "mink" is
+# the S3DIS setting; MinkUNet on ScanNet differs in voxel_max 0 (no crop), flip_p 0.95 and loop 6, and "ptv2"
+# is its ScanNet setting on Pointcept folders (see retrofpn/README_data_draft.md for both as configs).
 OFFICIAL: dict[str, dict[str, Any]] = {
     "pt": dict(
         pipeline="pt", voxel_size=0.04, voxel_max=80000, test_voxel_max=80000, loop=10, color_norm="unit"
