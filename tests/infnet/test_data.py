@@ -99,6 +99,7 @@ def full_dataset(cfg: DataConfig) -> tuple[RecDataset, pd.DataFrame]:
 
 
 DATASETS = ["kuairand_pure", "tenrec_qb", "movielens100k"]
+SPLIT_SIZES = {"kuairand_pure": [36, 4, 5], "tenrec_qb": [38, 5, 5], "movielens100k": [92, 16, 12]}
 
 
 # --- format ------------------------------------------------------------------------------------------------
@@ -107,8 +108,8 @@ def test_batch_format_on_fixtures(tmp_path, dataset):
     spec, train, val, test = load_dataset(prepared(tmp_path, dataset))
     assert isinstance(spec, FeatureSpec) and spec.group_field == "user_id"
     assert spec.categorical[1].name == "item_id"  # the DIN target field of infnet/config.py
+    assert [len(train), len(val), len(test)] == SPLIT_SIZES[dataset]
     for ds in (train, val, test):
-        assert len(ds) > 0
         b = next(iter(make_loader(ds, 7, shuffle=True, seed=0, epoch=0)))
         B = b["cat"].shape[0]
         assert b["cat"].dtype == torch.long and b["cat"].shape == (B, len(spec.categorical))
