@@ -49,8 +49,8 @@ class LMOutput:
         loss: lm_loss + w_bal * balance_loss + w_z * z_loss (None without targets)
         lm_loss: mean NLL over the target tokens (None without targets)
         nll: (B, T) per-token NLL in nats, 0 where the target is IGNORE_INDEX (None without targets)
-        balance_loss: () load-balancing loss averaged over the routed layers (0 without any)
-        z_loss: () router z-loss averaged over the routed layers (0 without any)
+        balance_loss: () L_bal averaged over the routed layers (0 if none; None without targets)
+        z_loss: () L_z averaged over the routed layers (0 if none; None without targets)
         routing: one Routing per routed layer, in block order
         past_kv: with use_cache, per block (keys, values), each (B, H, P + T, D); else None
     """
@@ -60,8 +60,8 @@ class LMOutput:
     loss: torch.Tensor | None
     lm_loss: torch.Tensor | None
     nll: torch.Tensor | None
-    balance_loss: torch.Tensor
-    z_loss: torch.Tensor
+    balance_loss: torch.Tensor | None
+    z_loss: torch.Tensor | None
     routing: list[Routing]
     past_kv: KVCache | None
 
@@ -74,16 +74,16 @@ class ClassifierOutput:
         logits: (B, n_labels) class logits of the task
         loss: ce_loss + w_bal * balance_loss + w_z * z_loss (None without labels)
         ce_loss: mean cross-entropy over the examples (None without labels)
-        balance_loss: () load-balancing loss averaged over the routed layers
-        z_loss: () router z-loss averaged over the routed layers
+        balance_loss: () load-balancing loss averaged over the routed layers (None without labels)
+        z_loss: () router z-loss averaged over the routed layers (None without labels)
         routing: one Routing per routed layer, in block order
     """
 
     logits: torch.Tensor
     loss: torch.Tensor | None
     ce_loss: torch.Tensor | None
-    balance_loss: torch.Tensor
-    z_loss: torch.Tensor
+    balance_loss: torch.Tensor | None
+    z_loss: torch.Tensor | None
     routing: list[Routing]
 
 
@@ -230,8 +230,8 @@ class GemLM(nn.Module):
         if not routing:
             zero = self.tok_emb.weight.new_zeros(())
             return zero, zero
-        bal = torch.stack([r.balance_loss for r in routing]).mean()
-        z = torch.stack([r.z_loss for r in routing]).mean()
+        bal = torch.stack([r.balance_loss() for r in routing]).mean()
+        z = torch.stack([r.z_loss() for r in routing]).mean()
         return bal, z
 
     def _total(self, main: torch.Tensor, bal: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -254,13 +254,14 @@ class GemLM(nn.Module):
         ``targets`` (B, T) are the next tokens (idx shifted by one, IGNORE_INDEX at padding); ``token_mask``
         (B, T) bool marks real tokens so padding does not count in the routing losses; ``past_kv`` and
         ``use_cache`` continue from / return the KV cache; ``last_only`` computes logits for the last position
-        only (decoding).
+        only (decoding). Losses are computed only with ``targets``; ``aux_losses(out.routing)`` gives the
+        routing losses of any forward.
         """
         hidden, routing, presents = self.backbone(idx, token_mask, past_kv)
         logits = self.lm_head(hidden[:, -1:] if last_only else hidden)
-        bal, z = self.aux_losses(routing)
-        loss = lm = nll = None
+        loss = lm = nll = bal = z = None
         if targets is not None:
+            bal, z = self.aux_losses(routing)
             if last_only:
                 raise ConfigError(
                     "GemLM.forward: targets need the logits of every position (last_only=False)"
@@ -290,9 +291,9 @@ class GemLM(nn.Module):
         hidden, routing, _ = self.backbone(idx, lengths_to_mask(lengths, T))
         pooled = hidden[torch.arange(B, device=idx.device), lengths - 1]  # (B, C)
         logits = self.heads[task](self.drop(pooled))  # (B, n_labels)
-        bal, z = self.aux_losses(routing)
-        loss = ce = None
+        loss = ce = bal = z = None
         if labels is not None:
+            bal, z = self.aux_losses(routing)
             ce = F.cross_entropy(logits.float(), labels)
             loss = self._total(ce, bal, z)
         return ClassifierOutput(logits, loss, ce, bal, z, routing)

@@ -55,8 +55,9 @@ class Routing:
         weights: (N, k_max) renormalised probabilities, 0 beyond rank k_t
         k: (N,) long number of active paths k_t
         token_mask: (N,) bool real (not padding) tokens; None = all
-        balance_loss: () load-balancing loss L_bal of this layer
-        z_loss: () router z-loss L_z of this layer
+
+    ``balance_loss()`` and ``z_loss()`` compute this layer's auxiliary losses on demand, so inference and
+    generation do not pay for them.
     """
 
     probs: torch.Tensor
@@ -65,12 +66,18 @@ class Routing:
     weights: torch.Tensor
     k: torch.Tensor
     token_mask: torch.Tensor | None
-    balance_loss: torch.Tensor
-    z_loss: torch.Tensor
 
     def active(self) -> torch.Tensor:
         """(N, k_max) bool: which ranks are used."""
         return torch.arange(self.experts.shape[1], device=self.k.device)[None, :] < self.k[:, None]
+
+    def balance_loss(self) -> torch.Tensor:
+        """() L_bal of this layer over its real tokens."""
+        return load_balancing_loss(self.probs, self.experts, self.k, self.token_mask)
+
+    def z_loss(self) -> torch.Tensor:
+        """() L_z of this layer over its real tokens."""
+        return router_z_loss(self.logits, self.token_mask)
 
     def mean_k(self) -> float:
         """Mean number of active paths per real token."""
@@ -209,26 +216,15 @@ class RoutedFFN(nn.Module):
         x = h.reshape(B * T, C)  # (N, C)
         mask = None if token_mask is None else token_mask.reshape(B * T)
         probs, logits = self.router(x)  # (N, E), (N, R | E)
-        experts, weights, k = select_paths(
-            probs, self.threshold, self.k_min, self.k_max
-        )  # (N, k_max) x2, (N,)
+        # experts, weights (N, k_max) and k (N,)
+        experts, weights, k = select_paths(probs, self.threshold, self.k_min, self.k_max)
         active = torch.arange(self.k_max, device=h.device)[None, :] < k[:, None]  # (N, k_max)
         y = torch.zeros_like(x)
         for e, expert in enumerate(self.experts):
             token, rank = torch.nonzero((experts == e) & active, as_tuple=True)  # the tokens sent to path e
             out = expert(x[token]) * weights[token, rank, None]  # (n_e, C): path e on its tokens only
             y.index_add_(0, token, out.to(y.dtype))  # autocast may have run the expert in half precision
-        routing = Routing(
-            probs=probs,
-            logits=logits,
-            experts=experts,
-            weights=weights,
-            k=k,
-            token_mask=mask,
-            balance_loss=load_balancing_loss(probs, experts, k, mask),
-            z_loss=router_z_loss(logits, mask),
-        )
-        return y.view(B, T, C), routing
+        return y.view(B, T, C), Routing(probs, logits, experts, weights, k, mask)
 
     def router_params(self) -> int:
         return sum(p.numel() for p in self.router.parameters())

@@ -146,7 +146,7 @@ def test_gradients_reach_router_and_experts() -> None:
     module = routed_ffn("scar")
     h = hidden(24).requires_grad_(True)
     y, routing = module(h)
-    (y.square().sum() + routing.balance_loss + routing.z_loss).backward()
+    (y.square().sum() + routing.balance_loss() + routing.z_loss()).backward()
     r = module.router
     for p in (r.query.weight, r.slots, r.slot_paths, h):
         assert p.grad is not None and p.grad.abs().sum() > 0
@@ -197,7 +197,7 @@ def test_load_balancing_loss_equals_the_reference_on_a_routed_batch() -> None:
     with torch.no_grad():
         _, r = module(hidden(15), mask)
     chosen = [[int(e) for e in r.experts[t, : int(r.k[t])]] for t in range(r.k.numel())]
-    assert float(r.balance_loss) == pytest.approx(
+    assert float(r.balance_loss()) == pytest.approx(
         reference_balance_loss(r.probs, chosen, mask.reshape(-1).tolist())
     )
 
