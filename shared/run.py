@@ -33,7 +33,7 @@ from shared.cli import run_folder_name
 from shared.config import config_to_dict, save_config
 from shared.distributed import DistInfo, all_gather_object, barrier, cleanup_distributed, init_distributed
 from shared.errors import ConfigError
-from shared.log import MetricsLog, get_logger, resolve_run_dir
+from shared.log import MetricsLog, check_finite, get_logger, resolve_run_dir
 from shared.seeding import seed_everything
 
 
@@ -196,3 +196,39 @@ class TrainRun:
                     json.dumps(test_metrics, indent=2, default=float) + "\n"
                 )
         return summary
+
+
+def optimizer_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    *,
+    nan_at_step: int = -1,
+    grad_clip: float = 0.0,
+    scaler: torch.amp.GradScaler | None = None,
+) -> float:
+    """One optimiser step on ``loss``: the NaN guard naming ``step``, backward, optional clipping, update.
+
+    Returns ``loss.item()``. ``nan_at_step`` injects a NaN at that step (tests of the guard); ``scaler`` is
+    a CUDA AMP ``GradScaler`` (gradients are unscaled before clipping).
+    """
+    if step == nan_at_step:
+        loss = loss * float("nan")
+    value = loss.item()
+    check_finite(value, step)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip > 0:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return value

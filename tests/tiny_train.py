@@ -24,8 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from shared.cli import train_main
 from shared.distributed import all_reduce_mean, make_sampler, wrap_model
 from shared.errors import run_cli
-from shared.log import check_finite
-from shared.run import TrainRun, require_positive
+from shared.run import TrainRun, optimizer_step, require_positive
 from shared.seeding import make_generator
 
 
@@ -124,14 +123,8 @@ def train(
             total = 0.0
             for x, y in loader:
                 loss = loss_fn(model(x.to(run.device)), y.to(run.device))
-                if step == cfg.train.nan_at_step:
-                    loss = loss * float("nan")
-                check_finite(loss.item(), step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                total += optimizer_step(loss, opt, step, nan_at_step=cfg.train.nan_at_step)
                 step += 1
-                total += loss.item()
                 if cfg.train.sleep_per_step:
                     time.sleep(cfg.train.sleep_per_step)
             sched.step()

@@ -177,3 +177,20 @@ def test_runs_progress_counts_and_estimates(caplog):
         progress = RunsProgress(4, logger)
         line = progress.finished("infnet seed 0", 12.0)
     assert line.startswith("1 of 4 runs done (infnet seed 0 in 12 s), elapsed ") and "ETA " in line
+
+
+def test_optimizer_step_guards_nan_clips_and_updates():
+    import torch
+
+    from shared.run import optimizer_step
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)  # lr 1: the update is minus the (clipped) gradient
+    x = torch.randn(4, 3) * 100
+    before = [p.detach().clone() for p in model.parameters()]
+    value = optimizer_step(model(x).pow(2).mean(), opt, step=0, grad_clip=0.5)
+    update = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
+    assert value > 100 and update.norm().item() == pytest.approx(0.5, rel=1e-4)  # a huge gradient, clipped
+    with pytest.raises(TrainingError, match="loss became nan at step 7"):
+        optimizer_step(model(x).mean(), opt, step=7, nan_at_step=7)
