@@ -160,13 +160,16 @@ def ort_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
 
 
 def onnx_weight_bits(path: str | Path) -> int:
-    """Bits of the graph's weight initializers, zeros free (8 per nonzero int8 value, else the dtype's width):
-    the ``storage_bits`` of gem/compress.py for an exported model."""
+    """Bits of the graph's initializers as stored in the file (dense: ONNX Runtime stores pruned zeros too).
+
+    The int8 graph keeps a single int8 copy of the tied embedding / LM head, so its count is lower than
+    ``storage_bits`` of the torch int8 model (gem/compress.py, which also counts pruned zeros as free); the
+    RoPE tables are initializers here and count too.
+    """
     bits = 0
     for init in onnx.load(str(path)).graph.initializer:
         arr = onnx.numpy_helper.to_array(init)
-        if arr.dtype.kind in "fiu" and arr.size > 1:  # skip scalar constants the exporter folds in
-            bits += arr.dtype.itemsize * 8 * int(np.count_nonzero(arr))
+        bits += arr.dtype.itemsize * 8 * arr.size
     return bits
 
 
