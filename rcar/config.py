@@ -1,6 +1,7 @@
 """Configuration dataclasses for RCAR (YAML in ``rcar/configs/`` + ``--set section.key=value``).
 
-The step counts and initial temperatures default to the official scripts (facts §1):
+The step counts and initial temperatures default to the official scripts of arXiv 2303.13371 (Paranioar/RCAR
+``train_f30k_{t2i,i2t}.sh`` / ``train_coco_{t2i,i2t}.sh``):
 
 =========  =====  =====  ======
 direction   RAR    RCR    RCAR
@@ -17,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rcar.data import DataConfig
+from rcar.data.precomp import DataConfig
 from shared.errors import ConfigError
 
 Mode = Literal["baseline", "rcr", "rar", "rcar"]
@@ -36,17 +37,31 @@ OFFICIAL_LAMBDA: dict[str, float] = {"t2i": 10.0, "i2t": 3.0}
 
 @dataclass
 class ModelConfig:
-    mode: Mode = (
-        "rcar"  # baseline = official only_rcr with K=0; rcr / rar / rcar = only_rcr / only_rar / coop_rcar
-    )
-    direction: Direction = "t2i"  # t2i: words attend to regions; i2t: regions attend to words
-    steps: int | None = None  # K; None -> the official table above (the baseline always uses 0)
-    lambda_init: float | None = None  # initial softmax temperature; None -> 10 (t2i) / 3 (i2t)
-    img_dim: int = 2048  # region feature size D of the precomp files
+    """The SCAN-style matcher with its regulators (Paranioar/RCAR ``lib/encoders.py``).
+
+    Attributes:
+        mode: baseline (the official only_rcr with K=0), rcr (only_rcr), rar (only_rar) or rcar (coop_rcar)
+        direction: t2i (words attend to regions) or i2t (regions attend to words)
+        steps: regulator steps K; null takes the official table above (the baseline always has 0)
+        lambda_init: initial softmax temperature λ; null takes 10 (t2i) / 3 (i2t)
+        img_dim: region feature size D of the precomp files (2048 for BUTD features)
+        embed_size: joint embedding size d
+        word_dim: word embedding size
+        sim_dim: size of the alignment vectors s
+        num_layers: GRU layers of the text encoder
+        text_dropout: dropout on the word embeddings
+        rar_dropout: dropout on RAR's keys and queries
+    """
+
+    mode: Mode = "rcar"
+    direction: Direction = "t2i"
+    steps: int | None = None
+    lambda_init: float | None = None
+    img_dim: int = 2048
     embed_size: int = 1024
     word_dim: int = 300
     sim_dim: int = 256
-    num_layers: int = 1  # GRU layers
+    num_layers: int = 1
     text_dropout: float = 0.4
     rar_dropout: float = 0.4
 
@@ -70,32 +85,75 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """Optimisation and run settings (the official ``train.py`` / ``arguments.py`` values by default).
+
+    Attributes:
+        seed: seed of python, numpy and torch (the rank is added under DDP)
+        epochs: passes over the train captions (or over max_captions_per_epoch of them)
+        lr: AdamW learning rate
+        lr_decay_epoch: the lr is multiplied by 0.1 from this epoch on (official: 30 of 40 on F30K, 15 of 25 on
+            COCO)
+        warmup_epochs: epochs of the all-negative hinge loss before the hardest negative (official: 3 F30K,
+            5 COCO)
+        margin: hinge margin α of the triplet loss
+        batch_size: captions per optimiser step (per process under DDP); an incomplete last batch is dropped
+        grad_clip: clip the gradient norm to this value (0: no clipping)
+        weight_decay: AdamW weight decay (the PyTorch default, which the official code keeps)
+        max_captions_per_epoch: a seeded random subset of this many train captions per epoch; null: all
+        log_every: a progress line every N steps when stderr is not a terminal (0: none)
+        threads: torch intra-op threads; null keeps torch's default
+        runs_root: folder holding runs/rcar/<experiment>_<direction>_<mode>/<timestamp>/
+    """
+
     seed: int = 0
     epochs: int = 40
     lr: float = 5e-4
-    lr_decay_epoch: int = 30  # lr x 0.1 from this epoch on (official: 30 of 40 on F30K, 15 of 25 on COCO)
-    warmup_epochs: int = 3  # all-negative hinge loss before, hardest negative after (3 F30K, 5 COCO)
+    lr_decay_epoch: int = 30
+    warmup_epochs: int = 3
     margin: float = 0.2
     batch_size: int = 128
     grad_clip: float = 2.0
-    weight_decay: float = 0.01  # the PyTorch AdamW default the official code keeps
-    max_captions_per_epoch: int | None = None  # None: every train caption each epoch (CPU runs cap it)
+    weight_decay: float = 0.01
+    max_captions_per_epoch: int | None = None
     log_every: int = 50
-    threads: int | None = None  # torch intra-op threads; None keeps torch's default
+    threads: int | None = None
     runs_root: str = "runs"
 
 
 @dataclass
 class EvalConfig:
-    memory_budget_mb: int = 64  # workspace of one (image block x caption block) chunk; see evaluate.py
-    image_batch: int = 128  # images per encoder call
-    caption_batch: int = 256  # captions encoded (and scored against all images) at a time
-    fold5: bool = False  # test metrics as the mean over folds of ``fold_images`` (COCO 1K: 5 x 1,000)
+    """The exact chunked similarity matrix of ``rcar/evaluate.py`` and the test protocol.
+
+    Attributes:
+        memory_budget_mb: workspace of one (image block x caption block) chunk of pairs
+        image_batch: images per image-encoder call
+        caption_batch: captions encoded (and scored against all images) at a time
+        fold5: test metrics as the mean over folds of fold_images images (COCO 1K: 5 x 1,000)
+        fold_images: images per fold when fold5 is set
+        save_test_sims: also write the test similarity matrices (test_sims.npz) into the run folder, for
+            ensembles; COCO 5K's is 500 MB
+    """
+
+    memory_budget_mb: int = 64
+    image_batch: int = 128
+    caption_batch: int = 256
+    fold5: bool = False
     fold_images: int = 1000
+    save_test_sims: bool = False
 
 
 @dataclass
 class RCARConfig:
+    """An rcar config: one model (direction and mode) on one precomp folder.
+
+    Attributes:
+        experiment: first part of the run folder name, runs/rcar/<experiment>_<direction>_<mode>/
+        data: the data section
+        model: the model section
+        train: the train section
+        eval: the evaluation section
+    """
+
     experiment: str = "mnist_scenes"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

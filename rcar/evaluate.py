@@ -15,28 +15,35 @@ Peak memory = model + image embeddings + the float32 (N_img, N_cap) matrix + one
 workspace; ``rcar/bench.py`` measures it and projects it to COCO 5K. Since similarity is strictly per pair,
 the result equals the per-caption loop (tests and bench check it to <= 1e-5).
 
-Protocols (facts §2): F30K 1K test; COCO 5K (``testall``); COCO 1K = mean over five 1,000-image folds
-(``--fold5``); the ensemble ("ALL") averages the similarity matrices of a t2i and an i2t model.
+Protocols of the official ``lib/evaluation.py``: F30K 1K test; COCO 5K (``testall``); COCO 1K = mean over
+five 1,000-image folds (``--fold5``); the ensemble ("ALL", ``eval_ensemble.py``) averages the similarity
+matrices of a t2i and an i2t model. Under torchrun each rank scores its share of the captions and
+``gather_in_order`` puts the columns back, so every rank holds the whole matrix (``split_sims(info=...)``).
 
-    python -m rcar.evaluate --checkpoint runs/rcar/.../best.pt [--checkpoint2 other/best.pt] [--split test]
+    python -m rcar.evaluate --config C --checkpoint P [--split test] [--out metrics.json] [--device auto]
+                            [--checkpoint2 P2] [--fold5] [--max-images N]
+
+The ``--config`` gives the data and evaluation sections; the model is rebuilt from the checkpoint's own config.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from rcar.config import RCARConfig
-from rcar.data import CAPTIONS_PER_IMAGE, Vocab, load_eval_split
+from rcar.config import EvalConfig, RCARConfig
+from rcar.data import CAPTIONS_PER_IMAGE, DataConfig, Vocab, load_eval_split
 from rcar.model import RCAR
-from shared.checkpoint import load_checkpoint
-from shared.config import config_from_dict
-from shared.errors import ConfigError, run_cli
+from shared.checkpoint import load_checkpoint, restore_checkpoint
+from shared.cli import evaluate_parser, write_json_out
+from shared.config import config_from_dict, load_config
+from shared.distributed import DistInfo, cleanup_distributed, gather_in_order, init_distributed
+from shared.errors import ConfigError, TrainingError, run_cli
 from shared.metrics import recall_at_k
 
 FLOAT_BYTES = 4
@@ -162,11 +169,12 @@ def fold_sims(
     captions: Sequence[Sequence[int]],
     fold_images: int = FOLD_IMAGES,
     device: torch.device | str = "cpu",
+    info: DistInfo | None = None,
     **kwargs,
 ) -> list[np.ndarray]:
     """Only the diagonal (fold x its captions) blocks, for the fold protocol: 5x fewer pairs for COCO 1K."""
     return [
-        compute_sims(model, feats[a], captions[b], device, **kwargs)
+        sharded_sims(model, feats[a], captions[b], device, info, **kwargs)
         for a, b in fold_slices(len(feats), fold_images)
     ]
 
@@ -208,16 +216,63 @@ def ensemble(sims_a: np.ndarray | list[np.ndarray], sims_b: np.ndarray | list[np
     return (sims_a + sims_b) / 2
 
 
+def sync_buffers_from_rank0(model: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running stats) before a sharded evaluation.
+
+    DDP broadcasts buffers at the start of each forward, so after the last training step every rank has
+    updated them with its own batch; rank 0's are the ones its checkpoint holds.
+    """
+    if dist.is_available() and dist.is_initialized():
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)
+
+
+def chunk_kwargs(e: EvalConfig) -> dict[str, float]:
+    """The ``compute_sims`` keyword arguments of an ``eval`` config section."""
+    return {"budget_mb": e.memory_budget_mb, "image_batch": e.image_batch, "caption_batch": e.caption_batch}
+
+
+def sharded_sims(
+    model: RCAR,
+    feats: np.ndarray,
+    captions: Sequence[Sequence[int]],
+    device: torch.device | str,
+    info: DistInfo | None = None,
+    **kwargs,
+) -> np.ndarray:
+    """``compute_sims``; under DDP each rank scores captions rank, rank + world, ... and every rank gets all.
+
+    Each image is encoded on every rank (cheap next to the pairs); the (N_img, n_local) blocks are gathered
+    by caption index with ``gather_in_order``, so the result is the single-process matrix.
+    """
+    if info is None or not info.distributed:
+        return compute_sims(model, feats, captions, device, **kwargs)
+    sync_buffers_from_rank0(model)
+    mine = list(range(info.rank, len(captions), info.world_size))
+    local = compute_sims(model, feats, [captions[j] for j in mine], device, **kwargs)  # (N_img, n_local)
+    values = torch.from_numpy(np.ascontiguousarray(local.T)).to(info.device)  # (n_local, N_img)
+    index = torch.tensor(mine, dtype=torch.long, device=info.device)
+    return gather_in_order(values, index, len(captions)).T.cpu().numpy()  # (N_img, N_cap)
+
+
 # ------------------------------------------------------------------------------------------------- checkpoints
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[RCAR, RCARConfig, Vocab]:
-    """Rebuild the model of a checkpoint written by ``rcar.train`` (config and vocabulary from it)."""
-    state = load_checkpoint(path)
+def load_model(
+    path: str | Path, data: DataConfig | None = None, device: torch.device | str = "cpu"
+) -> tuple[RCAR, RCARConfig, Vocab]:
+    """Rebuild the model of a checkpoint written by ``rcar.train`` (its own model config).
+
+    ``data`` (the ``--config``'s data section) replaces the checkpoint's, for evaluating on another folder;
+    the vocabulary is read from it and must be the one the model was trained with.
+    """
+    state = load_checkpoint(path, map_location="cpu", paper="rcar")
     if not state.get("config"):
-        raise ConfigError(f"{path}: checkpoint has no config; it was not written by rcar.train")
+        raise TrainingError(f"{path}: checkpoint has no config; it was not written by rcar.train")
     cfg = config_from_dict(RCARConfig, state["config"])
+    if data is not None:
+        cfg.data = data
     vocab = Vocab.from_json(cfg.data.vocab_path())
     model = RCAR(cfg.model, len(vocab))
-    model.load_state_dict(state["model"])
+    restore_checkpoint(state, model=model, restore_rng=False)
     return model.to(device).eval(), cfg, vocab
 
 
@@ -229,8 +284,12 @@ def split_sims(
     device: torch.device | str,
     max_images: int | None = None,
     fold5: bool | None = None,
+    info: DistInfo | None = None,
 ) -> np.ndarray | list[np.ndarray]:
-    """The split's similarity matrix, or its fold blocks when ``fold5`` (default: ``eval.fold5``)."""
+    """The split's similarity matrix, or its fold blocks when ``fold5`` (default: ``eval.fold5``).
+
+    With ``info`` of a DDP run, the captions are shared out among the ranks (``sharded_sims``).
+    """
     feats, captions = load_eval_split(
         cfg.data.root, split, vocab, max_images, n_regions=cfg.data.n_regions, feat_dim=cfg.data.feat_dim
     )
@@ -239,53 +298,66 @@ def split_sims(
             f"{cfg.data.root}/{split}_ims.npy has feature dim {feats.shape[2]} but the model expects "
             f"model.img_dim={cfg.model.img_dim}"
         )
-    e = cfg.eval
-    kwargs = {"budget_mb": e.memory_budget_mb, "image_batch": e.image_batch, "caption_batch": e.caption_batch}
+    kwargs = chunk_kwargs(cfg.eval)
     if fold5 is None:
-        fold5 = e.fold5
+        fold5 = cfg.eval.fold5
     if fold5:
-        return fold_sims(model, feats, captions, e.fold_images, device, **kwargs)
-    return compute_sims(model, feats, captions, device, **kwargs)
+        return fold_sims(model, feats, captions, cfg.eval.fold_images, device, info, **kwargs)
+    return sharded_sims(model, feats, captions, device, info, **kwargs)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Evaluate RCAR checkpoints (R@1/5/10 both ways, rsum)")
-    p.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by rcar.train")
-    p.add_argument("--checkpoint2", default=None, help="a second model; reports the ensemble (mean of sims)")
-    p.add_argument("--split", default=None, help="default: the config's data.test_split")
-    p.add_argument("--data-root", default=None, help="override data.root of the checkpoint's config")
-    p.add_argument(
-        "--fold5", action="store_true", help="COCO 1K: mean over 1,000-image folds (eval.fold_images)"
+def format_metrics(name: str, m: dict[str, float]) -> str:
+    return (
+        f"{name}: i2t R@1/5/10 {m['i2t_r1']:.1f} {m['i2t_r5']:.1f} {m['i2t_r10']:.1f} | "
+        f"t2i R@1/5/10 {m['t2i_r1']:.1f} {m['t2i_r5']:.1f} {m['t2i_r10']:.1f} | rsum {m['rsum']:.1f}"
     )
-    p.add_argument("--max-images", type=int, default=None, help="evaluate on the first N images only")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
 
-    results: dict[str, dict[str, float]] = {}
-    all_sims = []
-    for name, path in (("model", args.checkpoint), ("model2", args.checkpoint2)):
-        if path is None:
-            continue
-        model, cfg, vocab = load_model(path, args.device)
-        if args.data_root:
-            cfg.data.root = args.data_root
-        split = args.split or cfg.data.test_split
-        sims = split_sims(
-            model, cfg, vocab, split, args.device, args.max_images, args.fold5 or cfg.eval.fold5
-        )
-        all_sims.append(sims)
-        results[f"{name} ({cfg.model.direction}, {cfg.model.mode})"] = evaluate_sims(sims)
-    if len(all_sims) == 2:
-        results["ensemble"] = evaluate_sims(ensemble(*all_sims))
-    for name, m in results.items():
-        print(
-            f"{name}: i2t R@1/5/10 {m['i2t_r1']:.1f} {m['i2t_r5']:.1f} {m['i2t_r10']:.1f} | "
-            f"t2i R@1/5/10 {m['t2i_r1']:.1f} {m['t2i_r5']:.1f} {m['t2i_r10']:.1f} | rsum {m['rsum']:.1f}"
-        )
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = evaluate_parser(
+        "Evaluate RCAR checkpoints (R@1/5/10 both ways, rsum)", RCARConfig, splits=("dev", "test")
+    )
+    p.add_argument("--checkpoint2", default=None, help="a second model; adds the ensemble (mean of the sims)")
+    p.add_argument("--fold5", action="store_true", help="COCO 1K: mean over folds of eval.fold_images images")
+    p.add_argument(
+        "--max-images",
+        type=int,
+        default=None,
+        help="evaluate on the first N images only (default: all; --split dev: data.dev_max_images, as in training)",
+    )
+    args = p.parse_args(argv)
+    if args.max_images is not None and args.max_images < 1:
+        raise ConfigError(f"--max-images must be >= 1, got {args.max_images}")
+    cfg = load_config(RCARConfig, args.config, args.overrides)
+    info = init_distributed(args.device)
+    try:
+        results: dict[str, dict[str, float]] = {}
+        all_sims = []
+        for name, path in (("model", args.checkpoint), ("model2", args.checkpoint2)):
+            if path is None:
+                continue
+            model, model_cfg, vocab = load_model(path, cfg.data, info.device)
+            model_cfg.eval = cfg.eval
+            split = cfg.data.dev_split if args.split == "dev" else cfg.data.test_split
+            max_images = args.max_images
+            if max_images is None and args.split == "dev":
+                max_images = cfg.data.dev_max_images  # the dev check of training, so the numbers match
+            fold5 = args.fold5 or (cfg.eval.fold5 and args.split == "test")  # eval.fold5 is the test protocol
+            sims = split_sims(model, model_cfg, vocab, split, info.device, max_images, fold5, info)
+            all_sims.append(sims)
+            results[f"{name} ({model_cfg.model.direction}, {model_cfg.model.mode})"] = evaluate_sims(sims)
+        if len(all_sims) == 2:
+            results["ensemble"] = evaluate_sims(ensemble(*all_sims))
+    finally:
+        cleanup_distributed()
+    if info.is_main:
+        for name, m in results.items():
+            print(format_metrics(name, m))
+        # one checkpoint: the keys of its run's test_metrics.json; two: one entry per model and the ensemble
+        out = next(iter(results.values())) if len(results) == 1 else results
+        if args.out:
+            write_json_out(json.dumps(out, indent=2), args.out)
+    return results
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Hinge-based triplet ranking loss of VSE++ / SCAN, as in the official ``lib/loss.py`` (facts §1).
+"""Hinge-based triplet ranking loss of VSE++ / SCAN, as in the official ``lib/loss.py`` (Paranioar/RCAR).
 
 For every positive (image i, caption j) of a batch and margin α:
 

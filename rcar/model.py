@@ -1,6 +1,6 @@
 """RCAR: Plug-and-Play Regulators for Image-Text Matching (Diao et al., IEEE TIP 2023, arXiv 2303.13371).
 
-The SCAN-style model of the official code (Paranioar/RCAR, ``lib/encoders.py``), facts §1:
+The SCAN-style model of the official code (Paranioar/RCAR ``lib/encoders.py``, built on SCAN and SGRAF):
 
 - ``ImageEncoder``: precomputed regions (R, D) -> ``fc(x) + MLP(x)``, L2-normalised (GPO-style MLP).
 - ``TextEncoder``: word embedding (U(±0.1)), dropout 0.4, bi-GRU whose two directions are averaged, L2 norm.

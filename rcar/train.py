@@ -1,50 +1,48 @@
-"""Train one RCAR model (one direction, one mode) on a precomp folder.
+"""Train one RCAR model (one direction, one mode) on a precomp folder, then score its best checkpoint on test.
 
     python -m rcar.train --config rcar/configs/mnist_scenes.yaml --set model.mode=rcar --set model.direction=t2i
     python -m rcar.train --config rcar/configs/mnist_scenes.yaml --set model.mode=rcar --resume
     torchrun --nproc_per_node 2 -m rcar.train --config rcar/configs/f30k.yaml --set model.direction=i2t
 
-The loop follows ``tests/tiny_train.py``: YAML + ``--set``, a run folder ``runs/rcar/<experiment>_<direction>_
-<mode>/<timestamp>/`` with the resolved ``config.yaml``, ``metrics.jsonl`` (one line per epoch: loss, lr, dev
-R@K, rsum), atomic ``last.pt`` and ``best.pt`` (best dev rsum, the official model selection), shuffling
-and caption augmentation keyed by (seed, epoch) so ``--resume`` replays the uninterrupted run.
+The loop follows ``tests/tiny_train.py``: ``main()`` only parses (``shared.cli.train_main``) and
+``train(cfg, run_dir, resume, device)`` runs on ``shared.run.TrainRun``, which keeps the run folder
+``runs/rcar/<experiment>_<direction>_<mode>/<timestamp>/``: the resolved ``config.yaml``, ``metrics.jsonl``
+(one line per epoch: loss, lr, dev R@K, rsum), atomic ``last.pt`` / ``best.pt`` (best dev rsum, the official
+model selection), and at the end ``summary.json`` and ``test_metrics.json`` (the best checkpoint on the test
+split). Shuffling, the per-epoch caption subset and the caption augmentation are keyed by (seed, epoch), and
+the RNG states are restored on ``--resume``, so a resumed run replays the uninterrupted one exactly.
 
-Official schedule (facts §1): AdamW (weight decay 0.01), lr x 0.1 once at ``train.lr_decay_epoch``, hinge
-triplet loss with all negatives for ``train.warmup_epochs`` epochs then hardest negatives, gradient clipping
-at 2.0. Under torchrun each rank trains on its shard of the captions with a local B x B loss; DDP averages
-the gradients (the official multi-GPU run instead gathers a B x B matrix, see README Deviations).
+The official schedule (Paranioar/RCAR ``train.py``, ``lib/loss.py``): AdamW (weight decay 0.01), lr x 0.1
+once at ``train.lr_decay_epoch``, hinge triplet loss with all negatives for ``train.warmup_epochs`` epochs
+then the hardest negative, gradient clipping at 2.0, the incomplete last batch dropped. Under torchrun each
+rank trains on its shard of the captions with a local B x B loss and DDP averages the gradients (the official
+multi-GPU run instead gathers a B x B matrix, see README Deviations); the dev and test matrices are shared out
+among the ranks by caption and gathered back (``rcar.evaluate.split_sims``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch.nn.utils import clip_grad_norm_
 from torch.utils.data import DataLoader, Subset
 
 from rcar.config import RCARConfig
-from rcar.data import Vocab, build_train_dataset, collate_train, load_eval_split
-from rcar.evaluate import compute_sims, recall_metrics
+from rcar.data import PrecompDataset, Vocab, build_train_dataset, collate_train, load_eval_split
+from rcar.evaluate import chunk_kwargs, evaluate_sims, recall_metrics, sharded_sims, split_sims
 from rcar.loss import triplet_loss
 from rcar.model import RCAR
-from shared.checkpoint import load_checkpoint, restore_checkpoint, rng_state, save_checkpoint
-from shared.cli import add_train_args, common_parser
-from shared.config import config_to_dict, load_config, save_config
-from shared.distributed import (
-    all_gather_object,
-    all_reduce_mean,
-    barrier,
-    cleanup_distributed,
-    init_distributed,
-    make_sampler,
-    unwrap_model,
-    wrap_model,
-)
+from shared.cli import train_main
+from shared.distributed import DistInfo, all_reduce_mean, make_sampler, unwrap_model, wrap_model
 from shared.errors import ConfigError, run_cli
-from shared.log import MetricsLog, check_finite, get_logger, resolve_run_dir
-from shared.seeding import make_generator, seed_everything
+from shared.log import StepProgress, check_finite
+from shared.run import TrainRun, require_positive
+from shared.seeding import make_generator
 
 
 def epoch_subset(n: int, limit: int | None, seed: int, epoch: int) -> list[int] | None:
@@ -55,131 +53,172 @@ def epoch_subset(n: int, limit: int | None, seed: int, epoch: int) -> list[int] 
     return torch.randperm(n, generator=g)[:limit].tolist()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = add_train_args(common_parser("train an RCAR model")).parse_args(argv)
-    cfg = load_config(RCARConfig, args.config, args.overrides)
-    cfg.model.resolved_steps()  # fail early on an impossible step count
+def check_config(cfg: RCARConfig) -> None:
+    """Refuse, before any folder is made, the values no run can use (one line naming the key)."""
+    tc = cfg.train
+    require_positive(tc, "epochs", "batch_size", "max_captions_per_epoch", "threads")
+    require_positive(
+        cfg.eval, "memory_budget_mb", "image_batch", "caption_batch", "fold_images", prefix="eval"
+    )
+    if tc.lr <= 0:
+        raise ConfigError(f"train.lr must be > 0, got {tc.lr}")
+    if tc.log_every < 0:
+        raise ConfigError(f"train.log_every must be >= 0 (0: no progress lines), got {tc.log_every}")
+    if cfg.data.dev_max_images is not None and cfg.data.dev_max_images < 1:
+        raise ConfigError(f"data.dev_max_images must be >= 1 or null, got {cfg.data.dev_max_images}")
+    cfg.model.resolved_steps()  # an impossible step count for the mode
+
+
+def epoch_loader(train_set: PrecompDataset, cfg: RCARConfig, info: DistInfo, epoch: int) -> DataLoader:
+    """This epoch's batches: the capped subset, sharded under DDP, shuffled by (seed, epoch), full batches only."""
+    tc = cfg.train
+    train_set.set_epoch(epoch)
+    subset = epoch_subset(len(train_set), tc.max_captions_per_epoch, tc.seed, epoch)
+    data = train_set if subset is None else Subset(train_set, subset)
+    sampler = make_sampler(data, info, shuffle=True, seed=tc.seed)
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+    return DataLoader(
+        data,
+        batch_size=tc.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        collate_fn=collate_train,
+        num_workers=cfg.data.num_workers,
+        generator=make_generator(tc.seed * 1000 + epoch),
+        drop_last=True,  # as the official loader: a small last batch would weaken the hinge loss
+    )
+
+
+def train(
+    cfg: RCARConfig, run_dir: str | Path | None = None, resume: bool = False, device: str = "auto"
+) -> dict[str, Any]:
+    """Train, keep the best checkpoint by dev rsum, score it on the test split; return the summary."""
+    check_config(cfg)
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    info = init_distributed(args.device)
-    seed_everything(tc.seed, rank=info.rank)
-    log = get_logger("rcar.train", info.rank)
-
-    run_dir = resolve_run_dir(args.run_dir, args.resume, tc.runs_root, "rcar", cfg.run_name(), info.rank)
-    if info.is_main:
-        save_config(cfg, run_dir / "config.yaml")
-
-    vocab = Vocab.from_json(cfg.data.vocab_path())
-    train_set = build_train_dataset(cfg.data, vocab, seed=tc.seed)
-    if train_set.feat_dim != cfg.model.img_dim:
-        raise ConfigError(
-            f"{train_set.features_path} has feature dim {train_set.feat_dim}; set model.img_dim={train_set.feat_dim}"
-        )
-    dev_feats, dev_caps = load_eval_split(cfg.data.root, cfg.data.dev_split, vocab, cfg.data.dev_max_images)
-
-    model = wrap_model(RCAR(cfg.model, len(vocab)), info)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[tc.lr_decay_epoch], gamma=0.1)
-
-    start_epoch, step, best = 0, 0, None
-    if args.resume:
-        state = load_checkpoint(run_dir / "last.pt")
-        restore_checkpoint(state, model=model, optimizer=opt, scheduler=sched, rank=info.rank)
-        start_epoch, step, best = state["epoch"], state["step"], state["best_metric"]
-        log.info("resumed from %s at epoch %d", run_dir / "last.pt", start_epoch)
-    metrics = MetricsLog(run_dir / "metrics.jsonl", info.rank, resume_step=step if args.resume else None)
-    log.info(
-        "%s: %d train captions, %d params, run folder %s",
-        cfg.run_name(),
-        len(train_set),
-        sum(p.numel() for p in model.parameters()),
-        run_dir,
-    )
-
-    for epoch in range(start_epoch, tc.epochs):
-        t0 = time.time()
-        train_set.set_epoch(epoch)
-        subset = epoch_subset(len(train_set), tc.max_captions_per_epoch, tc.seed, epoch)
-        data = train_set if subset is None else Subset(train_set, subset)
-        sampler = make_sampler(data, info, shuffle=True, seed=tc.seed)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        loader = DataLoader(
-            data,
-            batch_size=tc.batch_size,
-            shuffle=sampler is None,
-            sampler=sampler,
-            collate_fn=collate_train,
-            num_workers=cfg.data.num_workers,
-            generator=make_generator(tc.seed * 1000 + epoch),
-        )
-        hardest = epoch >= tc.warmup_epochs
-        model.train()
-        total, n_batches = 0.0, 0
-        for batch in loader:
-            sims = model(
-                batch["images"].to(info.device),
-                batch["captions"].to(info.device),
-                batch["lengths"].to(info.device),
+    with TrainRun("rcar", cfg, run_dir=run_dir, resume=resume, device=device, seed=tc.seed) as run:
+        vocab = Vocab.from_json(cfg.data.vocab_path())
+        train_set = build_train_dataset(cfg.data, vocab, seed=tc.seed)
+        if train_set.feat_dim != cfg.model.img_dim:
+            raise ConfigError(
+                f"{train_set.features_path} has feature dim {train_set.feat_dim}; set model.img_dim={train_set.feat_dim}"
             )
-            loss = triplet_loss(sims, batch["image_index"].to(info.device), tc.margin, hardest)
-            check_finite(loss.item(), step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip > 0:
-                clip_grad_norm_(model.parameters(), tc.grad_clip)
-            opt.step()
-            step += 1
-            total += loss.item()
-            n_batches += 1
-            if tc.log_every and step % tc.log_every == 0:
-                log.info("epoch %d step %d loss %.3f", epoch + 1, step, loss.item())
-        lr = opt.param_groups[0]["lr"]
-        sched.step()
-        train_loss = all_reduce_mean(torch.tensor(total / max(1, n_batches), dtype=torch.float64)).item()
-        record = {"epoch": epoch + 1, "step": step, "train_loss": train_loss, "lr": lr}
-        record["hardest_negative"] = hardest
-        rngs = all_gather_object(rng_state())  # every rank resumes its own dropout / augmentation stream
-        if info.is_main:
-            sims = compute_sims(
-                unwrap_model(model),
-                dev_feats,
-                dev_caps,
-                info.device,
-                cfg.eval.memory_budget_mb,
-                cfg.eval.image_batch,
-                cfg.eval.caption_batch,
+        per_epoch = min(len(train_set), tc.max_captions_per_epoch or len(train_set))
+        if per_epoch // run.info.world_size < tc.batch_size:
+            raise ConfigError(
+                f"train.batch_size={tc.batch_size} is more than the {per_epoch // run.info.world_size} captions "
+                "an epoch gives each process (incomplete batches are dropped); lower train.batch_size"
             )
-            record.update({f"dev_{k}": v for k, v in recall_metrics(sims).items()})
-            record["epoch_time_s"] = time.time() - t0
-            is_best = best is None or record["dev_rsum"] > best
-            best = record["dev_rsum"] if is_best else best
-            metrics.log(record)
-            log.info(
+        dev_feats, dev_caps = load_eval_split(
+            cfg.data.root,
+            cfg.data.dev_split,
+            vocab,
+            cfg.data.dev_max_images,
+            cfg.data.n_regions,
+            cfg.data.feat_dim,
+        )
+
+        model = wrap_model(RCAR(cfg.model, len(vocab)), run.info)
+        bare = unwrap_model(model)
+        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[tc.lr_decay_epoch], gamma=0.1)
+        state = run.start(model, opt, sched, extra={"best_epoch": 0, "train_time_s": 0.0})
+        n_params = sum(p.numel() for p in model.parameters())
+        run.log.info(
+            "%s: %d train captions (%.1f%% of their words <unk>), %d params, run folder %s",
+            cfg.run_name(),
+            len(train_set),
+            100 * train_set.unknown_share,
+            n_params,
+            run.dir,
+        )
+
+        step = state.step
+        for epoch in range(state.epoch, tc.epochs):
+            t0 = time.perf_counter()
+            loader = epoch_loader(train_set, cfg, run.info, epoch)
+            hardest = epoch >= tc.warmup_epochs
+            model.train()
+            progress = StepProgress(
+                len(loader), f"epoch {epoch + 1}/{tc.epochs}", run.log, run.info.rank, tc.log_every
+            )
+            for batch in loader:
+                sims = model(
+                    batch["images"].to(run.device),
+                    batch["captions"].to(run.device),
+                    batch["lengths"].to(run.device),
+                )  # (B, B)
+                loss = triplet_loss(sims, batch["image_index"].to(run.device), tc.margin, hardest)
+                value = loss.item()
+                check_finite(value, step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if tc.grad_clip > 0:
+                    clip_grad_norm_(model.parameters(), tc.grad_clip)
+                opt.step()
+                step += 1
+                progress.update(value, len(batch["lengths"]))
+            progress.close()
+            lr = opt.param_groups[0]["lr"]
+            sched.step()
+            mean_loss = torch.tensor(
+                progress.loss_sum / progress.steps, dtype=torch.float64, device=run.device
+            )
+            record = {
+                "epoch": epoch + 1,
+                "step": step,
+                "train_loss": all_reduce_mean(mean_loss).item(),
+                "lr": lr,
+            }
+            record["hardest_negative"] = hardest
+            dev = sharded_sims(bare, dev_feats, dev_caps, run.device, run.info, **chunk_kwargs(cfg.eval))
+            record.update({f"dev_{k}": v for k, v in recall_metrics(dev).items()})
+            record["epoch_time_s"] = time.perf_counter() - t0
+            run.state.extra["train_time_s"] += record["epoch_time_s"]
+            if run.is_better(record["dev_rsum"]):
+                run.state.extra["best_epoch"] = epoch + 1
+            run.end_epoch(record, record["dev_rsum"], model=model, optimizer=opt, scheduler=sched)
+            run.log.info(
                 "epoch %d: loss %.3f dev rsum %.2f (best %.2f) %.0fs",
                 epoch + 1,
                 record["train_loss"],
                 record["dev_rsum"],
-                best,
+                run.state.best,
                 record["epoch_time_s"],
             )
-            save_checkpoint(
-                run_dir,
-                model=model,
-                optimizer=opt,
-                scheduler=sched,
-                epoch=epoch + 1,
-                step=step,
-                best_metric=best,
-                is_best=is_best,
-                config=config_to_dict(cfg),
-                rng_states=rngs,
-            )
-        barrier()
-    if info.is_main:
-        (run_dir / "DONE").write_text(f"{tc.epochs} epochs, best dev rsum {best}\n")
-    cleanup_distributed()
+
+        run.load_best(bare)
+        sims = split_sims(bare, cfg, vocab, cfg.data.test_split, run.device, info=run.info)
+        test = evaluate_sims(sims)
+        if cfg.eval.save_test_sims and run.info.is_main:
+            np.savez_compressed(run.dir / "test_sims.npz", *(sims if isinstance(sims, list) else [sims]))
+        n_test = sum(s.shape[0] for s in sims) if isinstance(sims, list) else sims.shape[0]
+        summary = {
+            "experiment": cfg.run_name(),
+            "epochs": tc.epochs,
+            "steps": step,
+            "best_dev_rsum": run.state.best,
+            "best_epoch": run.state.extra["best_epoch"],
+            "params": n_params,
+            "train_captions": len(train_set),
+            "captions_per_epoch": per_epoch,
+            "train_unknown_share": train_set.unknown_share,
+            "train_time_s": run.state.extra["train_time_s"],
+            "test_split": cfg.data.test_split,
+            "test_protocol": (
+                f"mean over {len(sims)} fold{'s' * (len(sims) > 1)} of {cfg.eval.fold_images} images"
+                if isinstance(sims, list)
+                else f"all {n_test} images"
+            ),
+        }
+        run.log.info("test (%s, %s): rsum %.2f", cfg.data.test_split, summary["test_protocol"], test["rsum"])
+        return run.finish(summary, test)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    train_main("rcar", RCARConfig, train, "train an RCAR model (one direction and mode)", argv)
 
 
 if __name__ == "__main__":

@@ -2,32 +2,61 @@
 
 from __future__ import annotations
 
-import gc
+import importlib.metadata
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from rcar import bench
 from rcar.config import ModelConfig
 from rcar.model import RCAR
+from rcar.reference import reference_shard_sims, reference_sims
+from shared.errors import run_cli
 
 
-def test_bench_smoke(tmp_path: Path, capsys) -> None:
-    out = tmp_path / "rcar.json"
-    bench.main(["--images", "4", "--captions", "6", "--out", str(out)])
-    res = json.loads(out.read_text())
+def test_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)  # --quick without --out writes runs/bench/rcar_quick.json, never results/
+    bench.main(["--quick", "--images", "4", "--captions", "6"])
+    assert not (tmp_path / "results").exists()
+    res = json.loads((tmp_path / "runs" / "bench" / "rcar_quick.json").read_text())
+    flops = res["flops_per_pair"]
     for key in ("cpu_100_image_shards", "cpu_10_image_shards"):
         r = res[key]
-        assert r["max_abs_diff"] <= 1e-5 and r["reference_s"] > 0 and r["fast_s"] > 0
-        assert (r["images"], r["captions"]) == (4, 6)
-    assert res["matmul_peak_gflops"] > 0 and 30e6 < res["flops_per_pair"] < 40e6
-    assert res["fast_rss_growth_mb"] > 0  # measured in a fresh process: the workspace has to be faulted in
+        assert r["max_abs_diff"] <= 1e-5 and (r["images"], r["captions"], r["repeats"]) == (4, 6, 1)
+        for path in ("reference", "fast"):
+            t = r[f"{path}_timing"]
+            assert t["runs"] == 1 and t["best_s"] == t["median_s"] == t["p95_s"] == r[f"{path}_s"]
+            assert r[f"{path}_gflops"] == pytest.approx(flops * 24 / r[f"{path}_s"] / 1e9)
+        assert r["speedup"] == pytest.approx(r["reference_s"] / r["fast_s"])
+    assert res["fast_fraction_of_peak"] == pytest.approx(
+        res["cpu_100_image_shards"]["fast_gflops"] / res["matmul_peak_gflops"]
+    )
+    assert 1 < res["matmul_peak_gflops"] < 1e5 and flops == bench.flops_per_pair(ModelConfig(steps=2), 36, 12)
+    # the 24 pairs' workspace (~0.31 MB each) has to be faulted in by the fresh process
+    assert 0.5 * 24 * res["estimated_workspace_mb_per_pair"] <= res["fast_rss_growth_mb"] <= 64 + 32
+    machine = res["machine"]
+    assert machine["cores"] >= 1 and len(machine["load_average_1_5_15"]) == 3
+    assert machine["libraries"]["torch"] == importlib.metadata.version("torch")
     mem = res["coco5k_memory"]
-    assert mem["official"]["image_embeddings_gb"] > 7.0  # 25,000 x 36 x 1024 float64
+    assert mem["official"]["image_embeddings_gb"] == pytest.approx(25000 * 36 * 1024 * 8 / 1e9)  # float64
     assert abs(mem["ours"]["image_embeddings_gb"] - 0.737) < 0.001  # 5,000 x 36 x 1024 float32
-    assert set(res["targets"]) >= {"identical_scores (max abs diff <= 1e-5)", "COCO 5K under 1.5 GB"}
+    for side in ("ours", "official"):
+        parts = {k: v for k, v in mem[side].items() if k != "total_gb"}
+        assert mem[side]["total_gb"] == pytest.approx(sum(parts.values()))
+    assert res["targets"]["identical_scores (max abs diff <= 1e-5)"] is True
+    assert res["targets"]["COCO 5K under 1.5 GB"] == (mem["ours"]["total_gb"] < 1.5)
     assert "COCO 5K memory" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", ["--images", "--captions", "--repeats"])
+def test_bench_refuses_sizes_below_one(
+    flag: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)  # were the check missing, the benchmark would run and write here
+    assert run_cli(bench.main, [flag, "0"]) == 2
+    assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_reference_shards_cover_every_pair() -> None:
@@ -35,19 +64,6 @@ def test_reference_shards_cover_every_pair() -> None:
     cfg = ModelConfig(mode="rcar", direction="i2t", img_dim=8, embed_size=8, word_dim=4, sim_dim=4)
     model = RCAR(cfg, 20).eval()
     img, cap, lengths = bench.make_inputs(model, 5, 7, 3, 6, torch.device("cpu"))
-    whole = bench.reference_sims(model, img, cap, lengths)
-    sharded = bench.reference_shard_sims(model, img, cap, lengths, shard=2)
-    assert torch.allclose(whole, sharded, atol=1e-6)
-
-
-def test_peak_rss_sees_a_freed_allocation() -> None:
-    """The high-water mark catches memory that was already freed when the block ends."""
-    gc.collect()  # else garbage of earlier tests, collected inside the block, can offset the allocation
-    gc.disable()
-    try:
-        with bench.PeakRSS() as mem:
-            x = torch.ones(128 * 2**20 // 4)  # 128 MiB, touched
-            del x
-    finally:
-        gc.enable()
-    assert mem.growth >= 96 * 2**20
+    whole = reference_sims(model, img, cap, lengths)
+    sharded = reference_shard_sims(model, img, cap, lengths, shard=2)
+    assert whole.shape == (5, 7) and torch.allclose(whole, sharded, atol=1e-6)

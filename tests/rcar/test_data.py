@@ -1,4 +1,4 @@
-"""rcar/data.py on a tiny folder in the exact official precomp layout (36 x 2048 float32 features)."""
+"""rcar/data/precomp.py on a tiny folder in the exact official precomp layout (36 x 2048 float32 features)."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def test_augmentation_seeded_per_epoch_and_off_for_eval(precomp: Path, vocab: Vo
     for epoch in range(8):
         a.set_epoch(epoch)
         changed.add(tuple(map(tuple, draws(a))))
-    assert len(changed) > 1  # epochs differ
+    assert len(changed) == 8  # every epoch draws other masks
     assert clean == draws(base)  # no augmentation ever on an eval-style dataset
 
 
@@ -229,3 +229,36 @@ def test_empty_caption_line_names_line(precomp: Path, vocab: Vocab) -> None:
     lines[6] = "   "
     caps.write_text("\n".join(lines) + "\n")
     _expect("dev_caps.txt: line 7 is an empty caption", load_eval_split, precomp, "dev", vocab)
+
+
+def _vocab_of(path: Path, words: list[str]) -> Path:
+    w2i = {tok: i for i, tok in enumerate(["<pad>", "<start>", "<end>", "<unk>", *words])}
+    path.write_text(
+        json.dumps({"word2idx": w2i, "idx2word": {str(i): w for w, i in w2i.items()}, "idx": len(w2i)})
+    )
+    return path
+
+
+def test_a_vocabulary_that_knows_no_caption_word_is_refused(precomp: Path, tmp_path: Path) -> None:
+    """The official loader would train on all-<unk> captions; here it is one error naming both files."""
+    foreign = Vocab.from_json(_vocab_of(tmp_path / "foreign.json", ["zebra", "giraffe"]))
+    msg = _expect("knows none of the", PrecompDataset, precomp, "train", foreign, augment=False)
+    assert "foreign.json" in msg and "train_caps.txt" in msg and "data.vocab" in msg
+    msg = _expect("knows none of the", load_eval_split, precomp, "test", foreign)
+    assert "foreign.json" in msg and "test_caps.txt" in msg
+
+
+def test_a_mostly_unknown_train_split_is_refused_above_the_threshold(precomp: Path, tmp_path: Path) -> None:
+    # "a" and "." only: most words of the train captions are unknown
+    words = [tok for c in (precomp / "train_caps.txt").read_text().splitlines() for tok in tokenize(c)]
+    share = 1 - sum(w in ("a", ".") for w in words) / len(words)
+    assert 0.5 < share < 1
+    thin = Vocab.from_json(_vocab_of(tmp_path / "thin.json", ["a", "."]))
+    msg = _expect("unknown", PrecompDataset, precomp, "train", thin, augment=False, max_unknown_share=0.2)
+    assert f"{share:.0%} of the {len(words)} words" in msg and "max_unknown_share=0.2" in msg
+    ds = PrecompDataset(precomp, "train", thin, augment=False, max_unknown_share=0.99)
+    assert ds.unknown_share == pytest.approx(share)
+    full = PrecompDataset(precomp, "train", Vocab.from_json(precomp / "vocab.json"), augment=False)
+    assert full.unknown_share == 0.0  # the fixture's vocabulary was built from these captions
+    cfg = DataConfig(root=str(precomp), vocab=str(tmp_path / "thin.json"))
+    _expect("data.max_unknown_share=0.2", build_train_dataset, cfg, thin, seed=0)  # the config's default

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from rcar.bench import reference_shard_sims
 from rcar.config import ModelConfig
 from rcar.evaluate import (
     compute_sims,
@@ -20,6 +19,7 @@ from rcar.evaluate import (
     sims_from_embeddings,
 )
 from rcar.model import RCAR
+from rcar.reference import reference_shard_sims
 from shared.errors import ConfigError
 
 VOCAB = 30

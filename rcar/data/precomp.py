@@ -1,6 +1,6 @@
 """RCAR data pipeline: the official SCAN/VSE++ "precomp" layout, memory-mapped.
 
-One folder per dataset (facts §2; the embedded MNIST-scenes set uses the same layout)::
+One folder per dataset, as the official code reads it (the embedded MNIST-scenes set uses the same layout)::
 
     <root>/{split}_ims.npy   (N, R, D) float32 region features (real BUTD data: R=36, D=2048)
     <root>/{split}_caps.txt  5 captions per image, in image order, one per line (caption j -> image j // 5)
@@ -26,6 +26,10 @@ Deviations:
 - Non-finite features are an error: files up to ``nan_scan_max_bytes`` are scanned in chunks when opened;
   bigger ones (real train splits are 8-30 GB) are checked image by image as they are read, and the error
   names the file and the image index. ``load_eval_split`` always scans the whole split.
+- A vocabulary that knows none of a split's words, or (train split) leaves more than
+  ``data.max_unknown_share`` of the words unknown, is a ``DataError`` naming both files: the official code
+  would silently train on ``<unk>`` tokens. The official vocabularies leave about 1% of the train words
+  unknown (words seen fewer than 4 times); 20% means the vocabulary belongs to other captions.
 """
 
 from __future__ import annotations
@@ -52,18 +56,35 @@ _NAN_SCAN_CHUNK_BYTES = 64 * 2**20
 
 @dataclass
 class DataConfig:
-    """Where the precomp folder is and how it is read (the ``data`` section of an rcar config)."""
+    """Where the precomp folder is and how it is read (the ``data`` section of an rcar config).
+
+    Attributes:
+        root: the precomp folder holding {split}_ims.npy and {split}_caps.txt
+        vocab: the vocabulary json; "" reads <root>/vocab.json
+        augment: the official caption augmentation on the train split (never on evaluation splits)
+        train_split: file prefix of the training split
+        dev_split: file prefix of the validation split (best dev rsum picks the checkpoint)
+        test_split: file prefix of the test split ("testall" for COCO 5K)
+        dev_max_images: validate on the first N dev images only (official: 1,000 = 5,000 captions); null: all
+        n_regions: expected regions per image R (36 for BUTD features); null accepts any
+        feat_dim: expected feature size D (2048 for BUTD features); null accepts any
+        nan_scan_max_bytes: feature files up to this size are scanned for NaN/Inf when opened, bigger ones per
+            image as they are read
+        max_unknown_share: refuse a vocabulary that leaves more than this share of the train words <unk>
+        num_workers: DataLoader worker processes for the train split
+    """
 
     root: str = "data/rcar/mnist_scenes_precomp"
-    vocab: str = ""  # "" -> <root>/vocab.json
-    augment: bool = True  # caption augmentation on the train split (never on eval splits)
+    vocab: str = ""
+    augment: bool = True
     train_split: str = "train"
     dev_split: str = "dev"
-    test_split: str = "test"  # "testall" for COCO 5K
-    dev_max_images: int | None = 1000  # the official code validates on the first 5,000 dev captions
-    n_regions: int | None = None  # expected R (36 for real BUTD data); None accepts any
-    feat_dim: int | None = None  # expected D (2048 for real BUTD data); None accepts any
-    nan_scan_max_bytes: int = 2**30  # scan feature files up to this size at open; check bigger ones per image
+    test_split: str = "test"
+    dev_max_images: int | None = 1000
+    n_regions: int | None = None
+    feat_dim: int | None = None
+    nan_scan_max_bytes: int = 2**30
+    max_unknown_share: float = 0.2
     num_workers: int = 0
 
     def vocab_path(self) -> Path:
@@ -258,6 +279,31 @@ def open_split(
     return feats, captions, ims_path
 
 
+def check_vocab_coverage(
+    vocab: Vocab, encoded: list[list[int]], caps_path: Path, max_unknown_share: float | None = None
+) -> float:
+    """The share of caption words (``<start>``/``<end>`` not counted) that ``vocab`` maps to ``<unk>``.
+
+    A vocabulary that knows none of the words, or (with ``max_unknown_share``) leaves more of them unknown
+    than that, is a ``DataError`` naming the vocabulary and the captions file.
+    """
+    n_words = sum(len(ids) - 2 for ids in encoded)
+    n_unknown = sum(tok == vocab.unk_id for ids in encoded for tok in ids[1:-1])
+    share = n_unknown / max(1, n_words)
+    if n_words and n_unknown == n_words:
+        raise DataError(
+            f"{vocab.source} knows none of the {n_words} words of {caps_path}: every word would be <unk>; "
+            "point data.vocab at the vocabulary built for these captions"
+        )
+    if max_unknown_share is not None and share > max_unknown_share:
+        raise DataError(
+            f"{vocab.source} leaves {share:.0%} of the {n_words} words of {caps_path} unknown "
+            f"(data.max_unknown_share={max_unknown_share}); point data.vocab at the vocabulary built for "
+            "these captions, or raise data.max_unknown_share"
+        )
+    return share
+
+
 # ------------------------------------------------------------------------------------------------ datasets
 class PrecompDataset(Dataset):
     """One item per caption: (image_feats (R, D) float32, caption_ids (L,) long, caption_index, image_index)."""
@@ -274,6 +320,7 @@ class PrecompDataset(Dataset):
         n_regions: int | None = None,
         feat_dim: int | None = None,
         nan_scan_max_bytes: int = 2**30,
+        max_unknown_share: float | None = None,
     ):
         self.root, self.split, self.vocab = Path(root), split, vocab
         self.augment, self.seed, self.epoch = augment, int(seed), 0
@@ -281,6 +328,9 @@ class PrecompDataset(Dataset):
         self.n_images, self.n_regions, self.feat_dim = (int(s) for s in self.features.shape)
         self.n_captions = len(captions)
         self.captions = [vocab.encode(c) for c in captions]
+        self.unknown_share = check_vocab_coverage(
+            vocab, self.captions, split_paths(root, split)[1], max_unknown_share
+        )
         # Small files are checked whole now; big ones image by image in __getitem__.
         self._check_each_item = self.features.nbytes > nan_scan_max_bytes
         if not self._check_each_item:
@@ -349,11 +399,13 @@ def load_eval_split(
     """
     feats, captions, ims_path = open_split(root, split, n_regions, feat_dim, max_images)
     check_finite(feats, ims_path)
-    return feats, [vocab.encode(c) for c in captions]
+    encoded = [vocab.encode(c) for c in captions]
+    check_vocab_coverage(vocab, encoded, split_paths(root, split)[1])
+    return feats, encoded
 
 
 def build_train_dataset(cfg: DataConfig, vocab: Vocab, seed: int) -> PrecompDataset:
-    """The train split of ``cfg`` with augmentation as configured."""
+    """The train split of ``cfg`` with augmentation as configured (and its vocabulary coverage checked)."""
     return PrecompDataset(
         cfg.root,
         cfg.train_split,
@@ -363,4 +415,5 @@ def build_train_dataset(cfg: DataConfig, vocab: Vocab, seed: int) -> PrecompData
         n_regions=cfg.n_regions,
         feat_dim=cfg.feat_dim,
         nan_scan_max_bytes=cfg.nan_scan_max_bytes,
+        max_unknown_share=cfg.max_unknown_share,
     )

@@ -17,6 +17,7 @@ The boxes are shuffled, so region order carries no information. Each region vect
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -25,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_iou, roi_align
 
-from rcar.scenes import CANVAS, COLOURS, DigitBank, Scene, digit_box, random_scene, render
+from shared.log import StepProgress, get_logger
+from rcar.data.scenes import CANVAS, COLOURS, DigitBank, Scene, digit_box, random_scene, render
 
 N_REGIONS = 12
 FC_DIM = 248
@@ -150,17 +152,22 @@ def train_region_encoder(
     batch_size: int = 32,
     lr: float = 2e-3,
     val_scenes: int = 500,
-    log=print,
+    logger: logging.Logger | None = None,
+    log_every: int = 50,
 ) -> tuple[RegionEncoder, dict[str, float]]:
-    """Train on random scenes from ``train_pool``; report accuracies on ``val_scenes`` scenes from ``val_pool``."""
+    """Train on random scenes from ``train_pool``; report accuracies on ``val_scenes`` scenes from ``val_pool``.
+
+    Progress (steps, loss, scenes/s, ETA) is a bar on a terminal, else a line every ``log_every`` steps.
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 303])
     model = RegionEncoder()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     t0 = time.perf_counter()
+    progress = StepProgress(steps, "region encoder", logger or get_logger("rcar.prepare"), log_every=log_every)
     model.train()
-    for step in range(steps):
+    for _ in range(steps):
         scenes = [random_scene(bank, train_pool, rng) for _ in range(batch_size)]
         images, boxes = _batch(bank, scenes, rng)
         targets = torch.from_numpy(np.stack([box_targets(bank, s, b) for s, b in zip(scenes, boxes)]))
@@ -171,11 +178,8 @@ def train_region_encoder(
         loss.backward()
         opt.step()
         sched.step()
-        if (step + 1) % 100 == 0 or step == 0:
-            log(
-                f"region encoder step {step + 1}/{steps}: loss {loss.item():.3f} (digit {digit.item():.3f}, "
-                f"colour {colour.item():.3f}, size {size.item():.3f}), {time.perf_counter() - t0:.0f}s"
-            )
+        progress.update(loss.item(), batch_size)
+    progress.close()
     metrics = evaluate_region_encoder(model, bank, val_pool, seed, n_scenes=val_scenes)
     metrics["train_seconds"] = time.perf_counter() - t0
     return model, metrics
