@@ -10,7 +10,7 @@ QUICK_FLAG := $(if $(filter 1 yes true,$(QUICK)),--quick,)
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
 
 .PHONY: help setup syslibs test test-all lint format reproduce clean \
-	$(addprefix data-,$(PAPERS)) $(addprefix reproduce-,$(PAPERS)) $(addprefix bench-,$(PAPERS))
+	$(addprefix data-,$(PAPERS)) $(addprefix reproduce-,$(PAPERS)) $(addprefix bench-,$(PAPERS)) parity-infnet
 
 help:
 	@echo "make setup            create .venv and install everything (idempotent)"
@@ -20,6 +20,7 @@ help:
 	@echo "make reproduce-<paper> [QUICK=1]   train, evaluate, write results/<paper>/report.md"
 	@echo "make reproduce [QUICK=1]           every implemented paper"
 	@echo "make bench-<paper> [QUICK=1]       performance benchmark -> results/bench/"
+	@echo "make parity-infnet [QUICK=1]       infnet's baselines beside torch-rechub's -> results/infnet/parity.md"
 	@echo "make clean            remove runs/, caches and __pycache__ (keeps .venv and data/)"
 	@echo "QUICK=1               a few-minute run; its report goes under runs/<paper>/, never over results/"
 
@@ -71,6 +72,9 @@ $(addprefix reproduce-,$(PAPERS)): reproduce-%: setup
 
 $(addprefix bench-,$(PAPERS)): bench-%: setup
 	$(call paper_module,$*,bench,$(QUICK_FLAG))
+
+parity-infnet: setup
+	$(call paper_module,infnet,parity,$(QUICK_FLAG))
 
 # Runs every implemented paper, then fails naming the ones that are not implemented yet.
 reproduce: setup
