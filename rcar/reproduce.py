@@ -281,37 +281,44 @@ def by_variant(m: dict[str, Any]) -> dict:
     return res
 
 
+def seeds_text(m: dict[str, Any]) -> str:
+    n = len(m["seeds"])
+    return f"{n} seed{'s' * (n > 1)}"
+
+
 def test_protocol(m: dict[str, Any]) -> str:
-    n_test = m["data"]["n_images"]["test"]
-    return "its 200 test images (one fold)" if m["quick"] else f"5 folds of 200 of its {n_test:,} test images"
+    folds = m["data"]["n_images"]["test"] // 200
+    return f"{'one fold' if folds == 1 else f'{folds} folds'} of 200 test images x 1,000 captions"
 
 
 def section_intro(rep: Report, m: dict[str, Any]) -> None:
     s, sizes, seeds = m["schedule"], m["data"]["n_images"], m["seeds"]
-    enc = m["data"]["region_encoder"]
-    notice = ""
     if m["quick"]:
-        notice = (
+        rep.text(
             f"**QUICK run** (1 seed, {s['epochs']} epochs of {s['max_captions_per_epoch']:,} captions on the small "
-            "QUICK data set): indicative numbers only, not the reproduction.\n\n"
+            "QUICK data set): indicative numbers only, not the reproduction."
         )
     elif len(seeds) < 3:
-        notice = f"**Full schedule with {len(seeds)} seed(s)** (`make reproduce-rcar` runs 3; no std with one).\n\n"
-    rep.text(
-        f"""{notice}Data: **synthetic captions over real MNIST digits** (`make data-rcar`): scenes of MNIST digits with
-region features from a small region encoder (12 regions x 256-d per image; held-out digit accuracy
-{100 * enc["digit_acc"]:.1f}%), five template captions per scene; {sizes["train"]:,} train / {sizes["dev"]:,} dev /
-{sizes["test"]:,} test images. This is *not* Flickr30K or COCO: absolute numbers are not comparable with the
-paper's. The test metrics are the mean over {test_protocol(m)} x 1,000 captions (the COCO-1K protocol at a
-smaller fold size, so that 24 models evaluate on 2 CPU cores).
-
-Models: the official SCAN-style model of each mode and direction ({len(seeds) * 8} runs: 4 variants x 2
-directions x {len(seeds)} seed(s)), official step counts (t2i: RCR 2, RAR 3, RCAR 2; i2t: RCR 3, RAR 2, RCAR 2),
-small dimensions for CPU (embed {s["embed_size"]}, sim {s["sim_dim"]}, word {s["word_dim"]}), batch
-{s["batch_size"]}, {s["epochs"]} epochs of {s["max_captions_per_epoch"]:,} captions, AdamW lr {s["lr"]} (x0.1 from
-epoch {s["lr_decay_epoch"] + 1}), {s["warmup_epochs"]} warm-up epochs of all-negative loss, then hardest
-negatives; the best-dev-rsum checkpoint is tested."""
-    )
+        rep.text(f"**Full schedule with {seeds_text(m)}** (`make reproduce-rcar` runs 3; no std with one).")
+    data = [
+        "Data: **synthetic captions over real MNIST digits** (`make data-rcar`): scenes of MNIST digits with region",
+        "features from a small region encoder (12 regions x 256-d per image; held-out digit accuracy",
+        f"{100 * m['data']['region_encoder']['digit_acc']:.1f}%), five template captions per scene;",
+        f"{sizes['train']:,} train / {sizes['dev']:,} dev / {sizes['test']:,} test images. This is *not* Flickr30K or",
+        "COCO: absolute numbers are not comparable with the paper's. The test metrics are the mean over",
+        f"{test_protocol(m)} (the COCO-1K protocol at a smaller fold size, so that {8 * len(seeds)} models",
+        "evaluate on 2 CPU cores).",
+    ]
+    models = [
+        f"Models: the official SCAN-style model of each mode and direction ({8 * len(seeds)} runs: 4 variants x 2",
+        f"directions x {seeds_text(m)}), official step counts (t2i: RCR 2, RAR 3, RCAR 2; i2t: RCR 3, RAR 2,",
+        f"RCAR 2), small dimensions for CPU (embed {s['embed_size']}, sim {s['sim_dim']}, word {s['word_dim']}),",
+        f"batch {s['batch_size']}, {s['epochs']} epochs of {s['max_captions_per_epoch']:,} captions, AdamW lr",
+        f"{s['lr']} (x0.1 from epoch {s['lr_decay_epoch'] + 1}), {s['warmup_epochs']} warm-up epochs of all-negative",
+        "loss, then hardest negatives; the best-dev-rsum checkpoint is tested.",
+    ]
+    rep.text("\n".join(data))
+    rep.text("\n".join(models))
 
 
 def section_results(rep: Report, m: dict[str, Any]) -> None:
@@ -322,7 +329,7 @@ def section_results(rep: Report, m: dict[str, Any]) -> None:
         for mode in MODES
     ]
     rows.append(["ensemble (t2i+i2t RCAR)"] + [mean_std(res["ensemble"][k], 1) for k in METRICS])
-    rep.heading(f"Test results (mean ± std over {len(m['seeds'])} seed(s), recall in %)")
+    rep.heading(f"Test results (mean ± std over {seeds_text(m)}, recall in %)")
     rep.table(HEADERS, rows)
 
 
@@ -400,13 +407,14 @@ def plot_test_rsum(m: dict[str, Any], out_dir: Path) -> Path:
         out_dir / "rsum.png",
         "test rsum: sum of six R@K in %, max 600",
         errors={DIRECTION_LABELS[d]: stds[d] for d in DIRECTIONS} if several else None,
-        title=f"Test rsum per variant, mean ± std over {len(m['seeds'])} seed(s)",
+        title=f"Test rsum per variant, mean ± std over {seeds_text(m)}",
         ylim=(bar_floor(low), None),
     )
 
 
-def plot_after_switch(m: dict[str, Any], out_dir: Path, direction: str) -> Path:
-    """Dev rsum at the end of warm-up, at the last epoch and at its best, per variant (mean ± std over seeds)."""
+def switch_series(m: dict[str, Any], direction: str) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per variant of ``direction``: mean and std over seeds of the dev rsum at the end of warm-up, at the last
+    epoch and at its best."""
     s, seeds = m["schedule"], m["seeds"]
     keys = {
         f"epoch {s['warmup_epochs']} (end of warm-up)": "dev_rsum_end_of_warmup",
@@ -420,16 +428,32 @@ def plot_after_switch(m: dict[str, Any], out_dir: Path, direction: str) -> Path:
         ]
         series[label] = [float(np.mean(v)) for v in per_mode]
         errors[label] = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in per_mode]
-    low = [mu - sd for label in series for mu, sd in zip(series[label], errors[label])]
-    return plot_grouped_bars(
-        [LABELS[mode] for mode in MODES],
-        series,
-        out_dir / f"after_switch_{direction}.png",
-        f"dev rsum, first {s['dev_max_images']} dev images",
-        errors=errors if len(seeds) > 1 else None,
-        title=f"{direction}: dev rsum around the switch to hardest negatives (mean ± std, {len(seeds)} seeds)",
-        ylim=(bar_floor(low), None),
-    )
+    return series, errors
+
+
+def plot_after_switch(m: dict[str, Any], out_dir: Path) -> list[Path]:
+    """One bar chart per direction, on a common y-axis so the two can be compared."""
+    both = {d: switch_series(m, d) for d in DIRECTIONS}
+    low = [
+        mu - sd for series, errors in both.values() for k in series for mu, sd in zip(series[k], errors[k])
+    ]
+    high = [
+        mu + sd for series, errors in both.values() for k in series for mu, sd in zip(series[k], errors[k])
+    ]
+    ylim = (bar_floor(low), 25 * np.ceil(max(high) / 25) + 10)
+    several = len(m["seeds"]) > 1
+    return [
+        plot_grouped_bars(
+            [LABELS[mode] for mode in MODES],
+            series,
+            out_dir / f"after_switch_{d}.png",
+            f"dev rsum, first {m['schedule']['dev_max_images']} dev images",
+            errors=errors if several else None,
+            title=f"{d}: dev rsum around the switch to hardest negatives (mean ± std over {seeds_text(m)})",
+            ylim=ylim,
+        )
+        for d, (series, errors) in both.items()
+    ]
 
 
 def plot_epoch_curves(m: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -465,8 +489,8 @@ def plot_epoch_curves(m: dict[str, Any], out_dir: Path) -> list[Path]:
 def section_plots(rep: Report, m: dict[str, Any], out_dir: Path) -> None:
     rep.heading("Plots")
     rep.image(plot_test_rsum(m, out_dir), "test rsum per variant")
-    for direction in DIRECTIONS:
-        rep.image(plot_after_switch(m, out_dir, direction), f"{direction}: dev rsum around the switch")
+    for direction, path in zip(DIRECTIONS, plot_after_switch(m, out_dir)):
+        rep.image(path, f"{direction}: dev rsum around the switch")
     if all("curve" in r for r in m["runs"].values()):
         dev, loss = plot_epoch_curves(m, out_dir)
         rep.image(dev, "dev rsum per epoch")

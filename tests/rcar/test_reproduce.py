@@ -52,6 +52,7 @@ def fake_data(quick: bool) -> None:
 def finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Two seeds of every variant; the RAR runs of seed 1 collapse after the switch."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(reproduce, "git_commit", lambda: "c0ffee")  # the shared tree's state may change meanwhile
     fake_data(quick=False)
     root = tmp_path / "runs"
     for direction in DIRECTIONS:
@@ -72,7 +73,7 @@ def test_report_from_finished_runs(finished: Path, tmp_path: Path) -> None:
     # its numbers: dev rsum at epoch 5 and 8, the best and its epoch (an integer), the last loss
     assert "| i2t +RAR | 1 | 300.0 | 200.0 | 300.0 | 5 | 12.8 |" in text
     assert "| t2i +RCR | 0 | 300.0 | 450.0 | 450.0 | 8 | 12.8 |" in text
-    assert "trained at commit `abc123`" in text
+    assert "trained at commit `abc123`" in text and "Report written at commit**: `c0ffee`" in text
     headings = [ln for ln in text.splitlines() if ln.startswith("## ")]
     assert [h.split(" (")[0] for h in headings] == [
         "## Test results",
