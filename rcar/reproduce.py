@@ -449,7 +449,7 @@ def plot_after_switch(m: dict[str, Any], out_dir: Path) -> list[Path]:
             out_dir / f"after_switch_{d}.png",
             f"dev rsum, first {m['schedule']['dev_max_images']} dev images",
             errors=errors if several else None,
-            title=f"{d}: dev rsum around the switch to hardest negatives (mean ± std over {seeds_text(m)})",
+            title=f"{d}: dev rsum around the switch to hardest negatives (mean ± std, {seeds_text(m)})",
             ylim=ylim,
         )
         for d, (series, errors) in both.items()
