@@ -160,7 +160,7 @@ def load_run(run_dir: Path, warmup_epochs: int) -> dict[str, Any]:
         "test": json.loads((run_dir / "test_metrics.json").read_text()),
         "curve": curve,
         "notes": run_notes(curve, warmup_epochs),
-        "git_commit": str(load_checkpoint(run_dir / "best.pt").get("git_commit", "unknown")),
+        "git_commit": str(load_checkpoint(run_dir / "best.pt", paper="rcar").get("git_commit", "unknown")),
     }
 
 
