@@ -49,11 +49,14 @@ class RunState:
 
 
 def require_positive(section: Any, *keys: str, prefix: str = "train") -> None:
-    """A ``ConfigError`` naming the first of ``keys`` that is below 1 (epochs, batch sizes...)."""
+    """A ``ConfigError`` naming the first of ``keys`` that is below 1 (epochs, batch sizes...).
+
+    ``prefix`` is the config section the keys live in (``""`` for top-level keys)."""
     for key in keys:
         value = getattr(section, key)
         if value is not None and value < 1:
-            raise ConfigError(f"{prefix}.{key} must be >= 1, got {value}")
+            name = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"{name} must be >= 1, got {value}")
 
 
 class TrainRun:

@@ -25,7 +25,7 @@ from shared.errors import ConfigError
 VOCAB = 30
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_model(mode: str, direction: str) -> RCAR:

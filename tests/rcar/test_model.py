@@ -17,7 +17,7 @@ VOCAB = 40
 EVERY_VARIANT = pytest.mark.parametrize("mode, direction", [(m, d) for m in MODES for d in DIRECTIONS])
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_cfg(mode: str = "rcar", direction: str = "t2i", **kw) -> ModelConfig:

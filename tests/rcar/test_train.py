@@ -29,7 +29,7 @@ from shared.errors import ConfigError, run_cli
 from shared.log import get_logger, read_metrics
 from tests.rcar.helpers import FIXTURE, ROOT, random_precomp
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 RECALLS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 
 

@@ -146,3 +146,17 @@ def test_resolve_run_dir_explicit_resume_and_fresh(tmp_path):
         resolve_run_dir(None, True, tmp_path / "runs", "p", "e")
     (fresh / "last.pt").write_bytes(b"x")
     assert resolve_run_dir(None, True, tmp_path / "runs", "p", "e") == fresh
+
+
+def test_logger_writes_to_the_current_stderr(monkeypatch, capsys):
+    import io
+
+    logger = get_logger("swapped-stderr-test")
+    first = io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    logger.info("one")
+    second = io.StringIO()
+    monkeypatch.setattr("sys.stderr", second)
+    first.close()  # what pytest does to an earlier test's stream
+    logger.info("two")
+    assert "two" in second.getvalue()
