@@ -1,9 +1,13 @@
-"""Model configuration for GEM (arXiv 2503.22698): the decoder-only LM with a dense, SCAR or top-k MoE FFN.
+"""Configuration of GEM (arXiv 2503.22698): ``GemConfig`` with the sections ``data``, ``model``, ``train``,
+``distill`` and ``eval``; ``ModelConfig`` is the decoder-only LM with a dense, SCAR or top-k MoE FFN.
 
-The paper gives no architecture, sizes or equations (only the abstract survives; the authors' released code is a
-BERT-base classifier), so every field below is our choice; the definitions are written out in the package
-README ("Definitions (ours)"). Defaults are the small embedded scale (about 2.9M parameters with SCAR, 1.3M
-dense) that trains on 2 CPU cores; ``paper_scale_model_config()`` is a ~25M-parameter edge-sized model.
+The paper gives no architecture, sizes, equations or training recipe (only the abstract survives; the authors'
+released code is a BERT-base classifier trained with AdamW 2e-5, 100 warm-up steps, batch 16, 3 epochs), so
+every field below is our choice; the definitions are written out in the package README ("Definitions (ours)").
+Defaults are the small embedded scale (about 2.9M parameters with SCAR, 1.3M dense) that trains on 2 CPU
+cores; ``paper_scale_model_config()`` is a ~25M-parameter edge-sized model (``configs/paper_scale.yaml``).
+YAML files in ``gem/configs/`` are read first, then ``--set section.key=value`` overrides
+(``shared.config.load_config``); ``--help`` lists every key with the meaning given in ``Attributes:``.
 
 Every dataclass documents its fields in an ``Attributes:`` block (one ``name: meaning`` line per field);
 ``attribute_docs`` reads it so command-line ``--help`` can be generated from the same text.
@@ -17,6 +21,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gem.data.config import DataConfig
 from shared.errors import ConfigError
 
 FFNKind = Literal["dense", "scar", "moe"]
@@ -155,6 +160,160 @@ def paper_scale_model_config(**overrides: object) -> ModelConfig:
     )
     base.update(overrides)
     return ModelConfig(**base)  # type: ignore[arg-type]
+
+
+@dataclass
+class TrainConfig:
+    """One training run: a mixture of domains (LM blocks + each domain's classification task), optimiser, run.
+
+    An "epoch" here is ``steps_per_epoch`` optimiser steps, the validation interval; each step draws one batch
+    of LM blocks (domains sampled with p_d proportional to n_d ** sampling_alpha, n_d = the domain's training
+    LM blocks) and one batch of one classification task (tasks sampled likewise by their training examples).
+
+    Attributes:
+        seed: seed of python, numpy and torch (the rank is added under DDP) and of every step's batch draw
+        epochs: number of validation intervals ("epochs" of steps_per_epoch steps)
+        steps_per_epoch: optimiser steps between validations (0 = one pass over the trained domains' LM blocks)
+        lm_batch_size: LM blocks of data.context_len tokens per step, per process under DDP (0 = no LM loss)
+        cls_batch_size: examples of one classification task per step, per process under DDP (0 = no task loss)
+        cls_weight: lambda, the mixing weight of L = L_LM + lambda * L_cls + routing losses
+        sampling_alpha: exponent of the domain / task sampling p ~ n ** alpha (0 = uniform, 1 = by size)
+        domains: domains to train on; [] = every training domain of the suite (all but data.held_out_domain)
+        init_from: checkpoint (best.pt / last.pt of a gem.train run) whose weights start this run ("" = scratch)
+        lr: peak AdamW learning rate
+        min_lr_ratio: the cosine schedule ends at lr * min_lr_ratio
+        warmup_steps: linear warm-up steps from 0 to lr
+        weight_decay: AdamW decoupled weight decay on the matrices (not on norms, biases)
+        grad_clip: clip the global gradient norm to this value (0 = off)
+        select_by: best checkpoint by f1 (mean val macro F1 over the trained domains' tasks) or loss (mean val LM NLL over the trained domains)
+        amp: bf16 autocast on CUDA (ignored on CPU, where training runs in float32)
+        log_every: one progress log line every this many steps when stderr is not a terminal (0 = none)
+        nan_at_step: inject a NaN loss at this step, to test the guard (-1: never)
+        runs_root: folder holding runs/gem/<experiment>/<timestamp>/
+    """
+
+    seed: int = 0
+    epochs: int = 4
+    steps_per_epoch: int = 150
+    lm_batch_size: int = 8
+    cls_batch_size: int = 16
+    cls_weight: float = 1.0
+    sampling_alpha: float = 0.5
+    domains: list[str] = field(default_factory=list)
+    init_from: str = ""
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    select_by: Literal["f1", "loss"] = "f1"
+    amp: bool = False
+    log_every: int = 50
+    nan_at_step: int = -1
+    runs_root: str = "runs"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
+        for name in ("steps_per_epoch", "lm_batch_size", "cls_batch_size", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.lm_batch_size == 0 and self.cls_batch_size == 0:
+            raise ConfigError("train.lm_batch_size and train.cls_batch_size are both 0: nothing to train on")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.cls_weight < 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.sampling_alpha < 0:
+            raise ConfigError(
+                "train.cls_weight, train.weight_decay, train.grad_clip and train.sampling_alpha must be >= 0"
+            )
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge preservation: distillation from a frozen teacher while fine-tuning (our reading of GEM's
+    "weighted distillation framework"; the loss is ``gem.model.knowledge_preservation_loss``).
+
+    L = L_LM + alpha T^2 KL_LM + lambda (L_cls + alpha T^2 KL_cls) + routing losses, with KL(teacher || student)
+    on the LM logits of every real token and on the class logits of the tasks the teacher was trained on.
+
+    Attributes:
+        alpha: weight of the distillation terms (0 = plain fine-tuning)
+        temperature: softmax temperature T of teacher and student
+        teacher: checkpoint of the frozen teacher ("" = train.init_from); loaded when alpha > 0 or when set
+        targets: which logits are distilled: both, lm (next-token) or cls (class logits)
+    """
+
+    alpha: float = 0.0
+    temperature: float = 2.0
+    teacher: str = ""
+    targets: Literal["both", "lm", "cls"] = "both"
+
+    def __post_init__(self) -> None:
+        if self.alpha < 0:
+            raise ConfigError(f"distill.alpha must be >= 0, got {self.alpha}")
+        if self.temperature <= 0:
+            raise ConfigError(f"distill.temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class EvalConfig:
+    """How validation (each epoch) and the final test scoring read the suite.
+
+    Attributes:
+        batch_size: sequences per evaluation forward pass
+        max_lm_tokens: test LM tokens scored per domain (a seeded subset of whole blocks, the same for every model; 0 = all)
+        max_examples: test examples scored per classification task (a seeded subset; 0 = all)
+        multiple_choice: also score the multiple-choice tasks (MMLU) on the test split
+        max_mc_examples: test questions scored per multiple-choice task (a seeded subset; 0 = all)
+        val_max_lm_tokens: like max_lm_tokens, for each validation
+        val_max_examples: like max_examples, for each validation
+        val_domains: domains scored at each validation: all (every domain of the suite) or trained (train.domains)
+    """
+
+    batch_size: int = 32
+    max_lm_tokens: int = 16384
+    max_examples: int = 0
+    multiple_choice: bool = True
+    max_mc_examples: int = 0
+    val_max_lm_tokens: int = 8192
+    val_max_examples: int = 300
+    val_domains: Literal["all", "trained"] = "all"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+        for name in (
+            "max_lm_tokens",
+            "max_examples",
+            "max_mc_examples",
+            "val_max_lm_tokens",
+            "val_max_examples",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"eval.{name} must be >= 0 (0 = all), got {getattr(self, name)}")
+
+
+@dataclass
+class GemConfig:
+    """GEM's config: one YAML file in gem/configs/ with these sections.
+
+    Attributes:
+        experiment: name of the run folder under runs/gem/
+        data: the data section (gem.data.DataConfig): suite, splits, tokenizer, extra benchmark tasks
+        model: the model section (ModelConfig); model.task_labels is filled from the suite by gem.train
+        train: the train section (domains, batches, optimiser, init_from)
+        distill: the knowledge-preservation (distillation) section
+        eval: the validation / test scoring section
+    """
+
+    experiment: str = "suite"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 _ATTR_LINE = re.compile(r"^\s{4,}(\w+):\s*(.+)$")
