@@ -1,10 +1,20 @@
-"""Typed model configuration for Retro-FPN and its three backbones (``model`` section of the YAML configs).
+"""Typed configuration of Retro-FPN: ``RetrofpnConfig`` with the sections ``data`` / ``model`` / ``train`` / ``eval``.
 
-Defaults are the small CPU scale of the embedded runs; each field's comment gives the official value, and
-:func:`paper_model_config` returns the official widths/depths of one backbone (the settings of the official
-code, github.com/AllenXiangX/Retro-FPN: ``s3dis_point-transformer/``, ``scannet_ptv2/``,
-``s3dis_scannet_minkowskinet/``). Retro-FPN's own D, G, k and level strides default to ``None``, which picks
-the official per-backbone value (:data:`RETRO_DEFAULTS`).
+YAML files in ``retrofpn/configs/`` are read first, then ``--set section.key=value`` overrides
+(``shared.config.load_config``); ``--help`` lists every key with the meaning given in ``Attributes:``.
+
+- ``data``: ``retrofpn.data.DataConfig`` (readers, the per-backbone pipeline, test protocol).
+- ``model``: :class:`ModelConfig`. Defaults are the small CPU scale of the embedded runs; each field's comment
+  gives the official value, and :func:`paper_model_config` returns the official widths/depths of one backbone
+  (the settings of the official code, github.com/AllenXiangX/Retro-FPN: ``s3dis_point-transformer/``,
+  ``scannet_ptv2/``, ``s3dis_scannet_minkowskinet/``). Retro-FPN's own D, G, k and level strides default to
+  ``None``, which picks the official per-backbone value (:data:`RETRO_DEFAULTS`).
+- ``train``: :class:`TrainConfig`, the optimiser and schedule of each official sub-project (PT: SGD, lr 0.1,
+  MultiStep at 60 % / 80 % of the epochs; MinkUNet: SGD, per-iteration poly 0.9; PTv2: AdamW, OneCycle).
+- ``eval``: :class:`EvalConfig`, the validation split (held-out training scenes, never the test area) and the
+  test protocol's seed.
+
+:func:`check_config` refuses, with one line naming the key, the combinations no run can use.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from retrofpn.data.config import DataConfig
 from shared.errors import ConfigError
 
 Backbone = Literal["pt", "ptv2", "minkunet"]
@@ -222,3 +233,175 @@ def paper_model_config(backbone: Backbone, **overrides: object) -> ModelConfig:
         "minkunet": {"mink_init_dim": 32, "mink_planes": [32, 64, 128, 256, 128, 128, 96, 96]},
     }  # fmt: skip
     return replace(ModelConfig(backbone=backbone), **{**official[backbone], **overrides})
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and run settings (the official ``train.py`` of each sub-project; see configs/*.yaml).
+
+    Attributes:
+        seed: seed of python, numpy and torch, of the per-epoch samples and shuffles (official PT 7777)
+        epochs: passes over the training split, each of data.loop repeats of every scene (official 100; PTv2 100 x loop 9)
+        batch_size: scenes per optimiser step over all processes; each of W torchrun processes takes batch_size / W (official PT 4, MinkUNet 16, PTv2 12)
+        workers: data-loader worker processes per training process; the batch hook (neighbour search) runs in them (0 = in the training process)
+        optimizer: sgd (PT, MinkUNet) or adamw (PTv2)
+        lr: base learning rate (official PT 0.1, MinkUNet 0.1, PTv2 0.005; the PT baseline config 0.5)
+        momentum: SGD momentum (official 0.9)
+        weight_decay: weight decay of every parameter (official SGD 1e-4, AdamW 0.02)
+        scheduler: multistep (per epoch, PT / MinkUNet ScanNet), poly (per iteration, MinkUNet S3DIS), onecycle (per iteration, PTv2), cosine (per iteration), constant
+        milestones: multistep: epochs at these fractions of train.epochs multiply the lr by gamma (official 0.6, 0.8)
+        gamma: multistep factor (official 0.1)
+        poly_power: poly: lr = base * (1 - iteration / total)^power (official 0.9)
+        onecycle_pct: onecycle: fraction of the iterations spent warming up (official 0.05)
+        onecycle_div: onecycle: the warm-up starts at lr / div (official 10)
+        onecycle_final_div: onecycle: the run ends at lr / div / final_div (official 1000)
+        grad_clip: clip the gradient norm to this value (0 = off; none of the official configs clips)
+        amp: mixed precision (float16 autocast and a gradient scaler) on CUDA; ignored on CPU (official PTv2: on)
+        sync_bn: BatchNorm -> SyncBatchNorm under torchrun on CUDA (the official multi-GPU runs); never on CPU
+        max_steps_per_epoch: stop each epoch after this many steps (0 = the whole epoch; quick runs and tests)
+        log_every: one progress line every this many steps when stderr is not a terminal (0 = none)
+        threads: torch CPU threads of the training process (0 = torch's default)
+        nan_at_step: inject a NaN loss at this step, to test the guard (-1: never)
+        runs_root: folder holding runs/retrofpn/<experiment>/<timestamp>/
+        deterministic: use torch's deterministic algorithms (slower on CUDA; CPU kernels here are deterministic)
+    """
+
+    seed: int = 0
+    epochs: int = 6
+    batch_size: int = 2
+    workers: int = 0
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    scheduler: Literal["multistep", "poly", "onecycle", "cosine", "constant"] = "multistep"
+    milestones: list[float] = field(default_factory=lambda: [0.6, 0.8])
+    gamma: float = 0.1
+    poly_power: float = 0.9
+    onecycle_pct: float = 0.05
+    onecycle_div: float = 10.0
+    onecycle_final_div: float = 1000.0
+    grad_clip: float = 0.0
+    amp: bool = True
+    sync_bn: bool = True
+    max_steps_per_epoch: int = 0
+    log_every: int = 20
+    threads: int = 0
+    nan_at_step: int = -1
+    runs_root: str = "runs"
+    deterministic: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """Validation during training and the test protocol.
+
+    Attributes:
+        val_scenes: training-split scenes held out for validation (spread over the sorted list: every (n // v)-th scene, shifted by one more each time); 0 = no validation, the last epoch is kept as best
+        val_voxel_max: validation sample of each held-out scene: one voxelised pass, cropped to this many points (official PT validation 800000, i.e. whole rooms; 0 = no crop)
+        val_every: validate every this many epochs (and after the last one)
+        vote_seed: seed of the test protocol's random draws (official 2023)
+        test: score the best checkpoint on the test split with the full voting protocol at the end of training
+        save_predictions: also write each test scene's (N,) int16 predicted labels to predictions/<scene>.npy in the run folder (for retrofpn.render)
+    """
+
+    val_scenes: int = 5
+    val_voxel_max: int = 800000
+    val_every: int = 1
+    vote_seed: int = 2023
+    test: bool = True
+    save_predictions: bool = False
+
+
+@dataclass
+class RetrofpnConfig:
+    """Retro-FPN's config: one YAML file in retrofpn/configs/ with these sections.
+
+    Attributes:
+        experiment: name of the run folder under runs/retrofpn/
+        data: the data section (retrofpn.data.DataConfig)
+        model: the model section (backbone, Retro-FPN switch and widths)
+        train: the train section (optimiser, schedule, batch, run settings)
+        eval: the eval section (validation split, test protocol)
+    """
+
+    experiment: str = "synthetic_pt"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def run_name(self) -> str:
+        """The experiment folder: ``<experiment>_<backbone>_<retro|base>`` (both variants of a config apart)."""
+        return f"{self.experiment}_{self.model.backbone}_{'retro' if self.model.retro else 'base'}"
+
+
+def level_capacity(cfg: RetrofpnConfig) -> list[int] | None:
+    """Most points per cloud at each of the five levels of a training crop (PT only: FPS keeps n // stride
+    exactly; grid and voxel levels depend on the geometry), or None when it cannot be known in advance."""
+    n = cfg.data.voxel_max
+    if cfg.model.backbone != "pt" or n <= 0:
+        return None
+    return [max(1, n // cfg.model.pt_stride**level) for level in range(NUM_LEVELS)]
+
+
+def check_config(cfg: RetrofpnConfig) -> None:
+    """Refuse, before any run folder is made, the values no run can use (one line naming the key)."""
+    t, d, m, e = cfg.train, cfg.data, cfg.model, cfg.eval
+    for key in ("epochs", "batch_size", "val_every"):
+        section, prefix = (e, "eval") if key == "val_every" else (t, "train")
+        if getattr(section, key) < 1:
+            raise ConfigError(f"{prefix}.{key} must be >= 1, got {getattr(section, key)}")
+    for key in ("workers", "max_steps_per_epoch", "threads", "log_every", "grad_clip", "weight_decay"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"train.{key} must be >= 0, got {getattr(t, key)}")
+    if e.val_scenes < 0 or e.val_voxel_max < 0:
+        raise ConfigError("eval.val_scenes and eval.val_voxel_max must be >= 0")
+    if t.optimizer not in ("sgd", "adamw"):
+        raise ConfigError(f"train.optimizer: expected sgd or adamw, got {t.optimizer!r}")
+    if t.scheduler not in ("multistep", "poly", "onecycle", "cosine", "constant"):
+        raise ConfigError(
+            f"train.scheduler: expected multistep, poly, onecycle, cosine or constant, got {t.scheduler!r}"
+        )
+    if not t.lr > 0:
+        raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    if not 0 <= t.momentum < 1:
+        raise ConfigError(f"train.momentum must be in [0, 1), got {t.momentum}")
+    if any(not 0 < f <= 1 for f in t.milestones) or sorted(t.milestones) != list(t.milestones):
+        raise ConfigError(
+            f"train.milestones: increasing fractions of the epochs in (0, 1], got {t.milestones}"
+        )
+    if not 0 < t.onecycle_pct < 1 or t.onecycle_div <= 0 or t.onecycle_final_div <= 0 or t.gamma <= 0:
+        raise ConfigError("train.onecycle_pct must be in (0, 1); onecycle_div, onecycle_final_div, gamma > 0")
+    if m.in_channels != d.in_channels:
+        raise ConfigError(
+            f"model.in_channels is {m.in_channels} but data.feat_keys {d.feat_keys} give {d.in_channels} "
+            f"channels; set model.in_channels={d.in_channels}"
+        )
+    if m.num_classes != d.num_classes:
+        raise ConfigError(
+            f"model.num_classes is {m.num_classes} but data.num_classes is {d.num_classes}; make them equal"
+        )
+    if m.ignore_index != d.ignore_index:
+        raise ConfigError(
+            f"model.ignore_index is {m.ignore_index} but data.ignore_index is {d.ignore_index}; make them equal"
+        )
+    capacity = level_capacity(cfg)
+    if capacity is not None:
+        for level, (k_within, k_retro) in enumerate(zip(m.pt_k, m.resolved_retro_k() if m.retro else m.pt_k)):
+            if k_within > capacity[level]:
+                raise ConfigError(
+                    f"model.pt_k[{level}] = {k_within} but level {level + 1} of a data.voxel_max = "
+                    f"{d.voxel_max} crop has at most {capacity[level]} points; lower it or raise data.voxel_max"
+                )
+            if not m.retro:
+                continue
+            strides = m.resolved_retro_strides()
+            coarser = level + 1 if level + 1 < NUM_LEVELS else level
+            available = max(1, capacity[coarser] // strides[coarser])
+            if k_retro > available:
+                raise ConfigError(
+                    f"model.retro_k[{level}] = {k_retro} but the level {coarser + 1} it attends to has at most "
+                    f"{available} points in a data.voxel_max = {d.voxel_max} crop; lower model.retro_k or "
+                    "raise data.voxel_max"
+                )
