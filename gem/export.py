@@ -21,9 +21,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import tempfile
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -137,13 +141,59 @@ def export_onnx_decoder(model: GemLM, path: str | Path) -> Path:
     )
 
 
+def fold_transposed_matmul_weights(model: onnx.ModelProto) -> int:
+    """Give every MatMul that reads ``Transpose(initializer)`` its own transposed initializer; the count.
+
+    The tied LM head exports as MatMul(h, Transpose(W_emb)) beside Gather(W_emb, idx). ``quantize_dynamic``
+    only quantises a MatMul whose weight is an initializer, so without this it quantises the shared matrix
+    per tensor for the Gather and runs the LM head, the largest matmul of the model, as an fp32 MatMul on a
+    DequantizeLinear of it on every call. With its own (C, V) copy the head becomes a per-channel int8
+    MatMulInteger; the file holds one more int8 copy of the matrix (V x C bytes).
+    """
+    graph = model.graph
+    inits = {init.name: init for init in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    folded, done = 0, {}
+    for node in graph.node:
+        if node.op_type != "MatMul" or len(node.input) < 2:
+            continue
+        src = producers.get(node.input[1])
+        if src is None or src.op_type != "Transpose" or src.input[0] not in inits:
+            continue
+        perm = next((list(a.ints) for a in src.attribute if a.name == "perm"), None)
+        weight = onnx.numpy_helper.to_array(inits[src.input[0]])
+        if weight.ndim != 2 or perm not in (None, [1, 0]):
+            continue
+        name = done.get(src.input[0])
+        if name is None:
+            name = f"{src.input[0]}_transposed"
+            graph.initializer.append(onnx.numpy_helper.from_array(np.ascontiguousarray(weight.T), name))
+            done[src.input[0]] = name
+        node.input[1] = name
+        folded += 1
+    used = {name for node in graph.node for name in node.input}
+    keep = [node for node in graph.node if node.op_type != "Transpose" or any(o in used for o in node.output)]
+    del graph.node[:]
+    graph.node.extend(keep)  # the Transposes that only fed folded MatMuls are gone
+    return folded
+
+
 def quantize_onnx_int8(src: str | Path, dst: str | Path) -> Path:
-    """int8 weights (symmetric, per output channel) and dynamically quantised activations."""
+    """int8 weights (symmetric, per output channel) and dynamically quantised activations.
+
+    The tied LM head gets its own int8 copy first (``fold_transposed_matmul_weights``), so it runs as an
+    int8 MatMul like every other weight matmul.
+    """
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise DataError(f"ONNX model {src} not found; export it first (gem.export.export_onnx)")
-    with _quiet():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+    model = onnx.load(str(src))
+    fold_transposed_matmul_weights(model)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp, _quiet():
+        folded = Path(tmp) / src.name
+        onnx.save(model, str(folded))
+        quantize_dynamic(str(folded), str(dst), weight_type=QuantType.QInt8, per_channel=True)
     return dst
 
 
@@ -162,15 +212,57 @@ def ort_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
 def onnx_weight_bits(path: str | Path) -> int:
     """Bits of the graph's initializers as stored in the file (dense: ONNX Runtime stores pruned zeros too).
 
-    The int8 graph keeps a single int8 copy of the tied embedding / LM head, so its count is lower than
-    ``storage_bits`` of the torch int8 model (gem/compress.py, which also counts pruned zeros as free); the
-    RoPE tables are initializers here and count too.
+    The int8 graph keeps two int8 copies of the tied embedding / LM head (the Gather's, per tensor, and the
+    head's, per channel: ``fold_transposed_matmul_weights``), like the torch int8 model beside its fp32
+    embedding in ``storage_bits`` (gem/compress.py, which also counts pruned zeros as free); the RoPE tables
+    are initializers here and count too.
     """
     bits = 0
     for init in onnx.load(str(path)).graph.initializer:
         arr = onnx.numpy_helper.to_array(init)
         bits += arr.dtype.itemsize * 8 * arr.size
     return bits
+
+
+_PASS_THROUGH = {"Reshape", "Squeeze", "Unsqueeze", "Cast", "Identity", "DynamicQuantizeLinear"}
+_MATMULS = {"MatMul", "Gemm", "MatMulInteger"}
+_EXPERT_FC = re.compile(r"blocks\.(\d+)\.ffn\.experts\.(\d+)\.fc\.weight")
+
+
+def sparse_dispatch_check(path: str | Path) -> dict[str, Any]:
+    """Whether an exported routed graph (fp32 or int8) runs each expert path only on its gathered rows.
+
+    For every path (block b, expert e), the MatMul / Gemm / MatMulInteger that reads its first weight
+    (``blocks.b.ffn.experts.e.fc.weight``, or its quantised copy) is followed back through shape-only ops and
+    the int8 graphs' DynamicQuantizeLinear to the op that produced its rows; the graph is sparse when that is
+    a GatherND for every path (the rows routed to the path), never the full (N, C) hidden state. A dense
+    graph (no expert weights) reports ``sparse`` False with 0 paths.
+    """
+    graph = onnx.load(str(path)).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    paths: dict[tuple[int, int], str] = {}  # (block, expert) -> op type that produced its rows
+    for node in graph.node:
+        if node.op_type not in _MATMULS:
+            continue
+        match = next((m for m in map(_EXPERT_FC.search, node.input[1:]) if m), None)
+        if match is None:
+            continue
+        src = producers.get(node.input[0])
+        while src is not None and src.op_type in _PASS_THROUGH:
+            src = producers.get(src.input[0])
+        paths[int(match.group(1)), int(match.group(2))] = "graph input" if src is None else src.op_type
+    ops = Counter(node.op_type for node in graph.node)
+    fed = sum(op == "GatherND" for op in paths.values())
+    return {
+        "expert_paths": len(paths),
+        "paths_fed_by_gathered_rows": fed,
+        "sparse": bool(paths) and fed == len(paths),
+        "row_sources": dict(Counter(paths.values())),
+        "nodes": len(graph.node),
+        "nonzero_nodes": ops["NonZero"],
+        "gathernd_nodes": ops["GatherND"],
+        "scatternd_nodes": ops["ScatterND"],
+    }
 
 
 class OrtLM:

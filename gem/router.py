@@ -25,10 +25,18 @@ Auxiliary losses (over the real tokens of the batch, mask m_t):
       L_z = sum_t m_t (logsumexp_j s_{t,j})^2 / sum_t m_t     (ST-MoE router z-loss, arXiv 2202.08906)
 HF Mixtral's ``load_balancing_loss_func`` normalises f per top-k rank, so for a fixed k its value is k x ours.
 
-Dispatch (``RoutedFFN``) follows HF Mixtral's ``MixtralSparseMoeBlock``: the tokens routed to each expert are
-gathered, the expert runs on those tokens only, and the weighted results are scattered back with
-``index_add_``. It has no data-dependent Python control flow, so ``torch.onnx.export(dynamo=True)`` turns it
-into NonZero / GatherND / MatMul / ScatterND and the exported graph stays sparse (gem/export.py).
+Dispatch (``RoutedFFN``): the tokens routed to each expert are gathered, the expert runs on those tokens only,
+and the weighted results are scattered back with ``index_add_`` (HF Mixtral's ``MixtralSparseMoeBlock``). Two
+forms of the same computation, both tested equal to the dense loop over experts of gem/reference.py:
+
+- eager (``_dispatch_sorted``, megablocks' "sort the assignments by expert" layout): the (token, path)
+  assignments are sorted by path once, the routed rows gathered with one ``index_select``, each path runs on
+  its contiguous segment (a view), and one ``index_add_`` scatters the weighted results back. About 25 kernel
+  launches per layer instead of ~11 per path: at batch 1 the launches, not the FLOPs, are what a small
+  layer's dispatch costs.
+- export (``_dispatch_per_path``): per path a NonZero of its tokens, a GatherND of their rows, the path's
+  MatMuls and a ScatterND-add; no data-dependent Python control flow, so ``torch.onnx.export(dynamo=True)``
+  keeps it sparse (gem/export.py), while the sorted form's data-dependent segment sizes do not export.
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ from torch import nn
 
 from gem.config import ModelConfig
 from gem.layers import ExpertBank
+
+FEW_TOKENS = 4  # at most this many rows (a decoding step at batch <= 4): RoutedFFN._dispatch_few
 
 
 @dataclass
@@ -219,12 +229,67 @@ class RoutedFFN(nn.Module):
         # experts, weights (N, k_max) and k (N,)
         experts, weights, k = select_paths(probs, self.threshold, self.k_min, self.k_max)
         active = torch.arange(self.k_max, device=h.device)[None, :] < k[:, None]  # (N, k_max)
+        if torch.compiler.is_exporting():
+            dispatch = self._dispatch_per_path
+        elif x.shape[0] <= FEW_TOKENS:
+            dispatch = self._dispatch_few
+        else:
+            dispatch = self._dispatch_sorted
+        y = dispatch(x, experts, weights, active)
+        return y.view(B, T, C), Routing(probs, logits, experts, weights, k, mask)
+
+    def _dispatch_sorted(
+        self, x: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor, active: torch.Tensor
+    ) -> torch.Tensor:
+        """x (N, C) -> sum over each token's active ranks of weight * FFN_path(x_token), (N, C)."""
+        n_exp, k_max = self.n_experts, experts.shape[1]
+        # Inactive ranks get the sentinel path E, which sorts last and is dropped.
+        flat = torch.where(active, experts, n_exp).view(-1)  # (N * k_max,)
+        sorted_path, order = (
+            flat.sort()
+        )  # the order inside a path's segment does not matter (index_add_ sums)
+        counts = torch.bincount(sorted_path, minlength=n_exp + 1).tolist()  # on CPU a cheap host read
+        order = order[: flat.numel() - counts[n_exp]]  # (A,) active assignments, grouped by path
+        token = order.div(k_max, rounding_mode="floor")  # (A,) row of each assignment
+        rows = x.index_select(0, token)  # (A, C): every routed row, gathered once
+        outs = [
+            expert(seg) for expert, seg in zip(self.experts, rows.split(counts[:n_exp]))
+        ]  # path e: its rows only
+        out = torch.cat(outs) * weights.reshape(-1).index_select(0, order)[:, None]  # (A, C)
+        # autocast may have run the experts in half precision; accumulate in the input's dtype
+        return torch.zeros_like(x).index_add_(0, token, out.to(x.dtype))
+
+    def _dispatch_few(
+        self, x: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor, active: torch.Tensor
+    ) -> torch.Tensor:
+        """``_dispatch_sorted`` for a handful of tokens (a decoding step): the chosen paths are read on the host
+        and each runs on its token's row, about 5 kernel launches per (token, path) instead of ~25 per layer."""
+        rows = []
+        for t, row_paths in enumerate(torch.where(active, experts, -1).tolist()):
+            acc = None
+            for j, e in enumerate(row_paths):
+                if e < 0:
+                    break  # inactive ranks come last
+                out = self.experts[e](x[t : t + 1]) * weights[t, j]  # (1, C); the weight keeps its gradient
+                acc = out if acc is None else acc + out
+            rows.append(acc.to(x.dtype))
+        return torch.cat(rows)
+
+    def _dispatch_per_path(
+        self, x: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor, active: torch.Tensor
+    ) -> torch.Tensor:
+        """``_dispatch_sorted`` with one NonZero / gather / scatter per path: the form ONNX export keeps sparse."""
+        n, n_exp = x.shape[0], self.n_experts
+        # (N, E) weight of path e for token t (0 where unused) and whether t uses e: one scatter each, so a
+        # path needs one NonZero and two row gathers (topk's path ids in a row are distinct: no collisions)
+        gate = torch.zeros(n, n_exp, dtype=weights.dtype, device=x.device).scatter(1, experts, weights)
+        assigned = torch.zeros(n, n_exp, dtype=torch.bool, device=x.device).scatter(1, experts, active)
         y = torch.zeros_like(x)
         for e, expert in enumerate(self.experts):
-            token, rank = torch.nonzero((experts == e) & active, as_tuple=True)  # the tokens sent to path e
-            out = expert(x[token]) * weights[token, rank, None]  # (n_e, C): path e on its tokens only
-            y.index_add_(0, token, out.to(y.dtype))  # autocast may have run the expert in half precision
-        return y.view(B, T, C), Routing(probs, logits, experts, weights, k, mask)
+            token = torch.nonzero(assigned[:, e], as_tuple=True)[0]  # the tokens sent to path e
+            out = expert(x[token]) * gate[:, e : e + 1][token]  # (n_e, C): path e on its tokens only
+            y.index_add_(0, token, out.to(y.dtype))
+        return y
 
     def router_params(self) -> int:
         return sum(p.numel() for p in self.router.parameters())
