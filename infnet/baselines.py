@@ -48,7 +48,7 @@ class FlatInputModel(nn.Module):
         super().__init__()
         validate_model_config(cfg, spec)
         self.n_tasks = len(spec.tasks)
-        self.embedding = FeatureEmbedding(spec, cfg.embed_dim)
+        self.embedding = FeatureEmbedding(spec, cfg.embed_dim, cfg.embed_init_std)
         self.d_in = (len(spec.categorical) + len(spec.sequences)) * cfg.embed_dim
 
     def task_inputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,8 +62,8 @@ class FlatInputModel(nn.Module):
 class SharedBottom(FlatInputModel):
     def __init__(self, spec: FeatureSpec, cfg: ModelConfig):
         super().__init__(spec, cfg)
-        self.bottom = mlp([self.d_in, *cfg.bottom_dims], cfg.dropout)
-        self.towers = TaskTowers(self.n_tasks, cfg.bottom_dims[-1], cfg.tower_dims, cfg.dropout)
+        self.bottom = mlp([self.d_in, *cfg.bottom_dims], cfg.dropout, norm=cfg.mlp_norm)
+        self.towers = TaskTowers(self.n_tasks, cfg.bottom_dims[-1], cfg.tower_dims, cfg.dropout, cfg.mlp_norm)
 
     def task_inputs(self, x: torch.Tensor) -> torch.Tensor:
         return self.bottom(x).unsqueeze(1).expand(-1, self.n_tasks, -1)  # (B, T, h)
@@ -73,10 +73,10 @@ class MMoE(FlatInputModel):
     def __init__(self, spec: FeatureSpec, cfg: ModelConfig):
         super().__init__(spec, cfg)
         self.experts = nn.ModuleList(
-            mlp([self.d_in, *cfg.expert_dims], cfg.dropout) for _ in range(cfg.n_experts)
+            mlp([self.d_in, *cfg.expert_dims], cfg.dropout, norm=cfg.mlp_norm) for _ in range(cfg.n_experts)
         )
         self.gates = nn.Linear(self.d_in, self.n_tasks * cfg.n_experts)
-        self.towers = TaskTowers(self.n_tasks, cfg.expert_dims[-1], cfg.tower_dims, cfg.dropout)
+        self.towers = TaskTowers(self.n_tasks, cfg.expert_dims[-1], cfg.tower_dims, cfg.dropout, cfg.mlp_norm)
 
     def task_inputs(self, x: torch.Tensor) -> torch.Tensor:
         experts = torch.stack([e(x) for e in self.experts], dim=1)  # (B, E, h)
@@ -96,9 +96,11 @@ class PLE(FlatInputModel):
                 nn.ModuleDict(
                     {
                         "task": nn.ModuleList(
-                            mlp([d, *cfg.expert_dims], cfg.dropout) for _ in range(T * n_t)
+                            mlp([d, *cfg.expert_dims], cfg.dropout, norm=cfg.mlp_norm) for _ in range(T * n_t)
                         ),
-                        "shared": nn.ModuleList(mlp([d, *cfg.expert_dims], cfg.dropout) for _ in range(n_s)),
+                        "shared": nn.ModuleList(
+                            mlp([d, *cfg.expert_dims], cfg.dropout, norm=cfg.mlp_norm) for _ in range(n_s)
+                        ),
                         "task_gates": nn.ModuleList(nn.Linear(d, n_t + n_s) for _ in range(T)),
                         # the shared gate feeds the next level; the last level has none
                         "shared_gate": nn.Identity() if last else nn.Linear(d, T * n_t + n_s),
@@ -106,7 +108,7 @@ class PLE(FlatInputModel):
                 )
             )
         self.n_t = n_t
-        self.towers = TaskTowers(T, h, cfg.tower_dims, cfg.dropout)
+        self.towers = TaskTowers(T, h, cfg.tower_dims, cfg.dropout, cfg.mlp_norm)
 
     def task_inputs(self, x: torch.Tensor) -> torch.Tensor:
         task_in, shared_in = [x] * self.n_tasks, x  # inputs of each task's / the shared gate at this level
@@ -133,8 +135,10 @@ class DCNv2(FlatInputModel):
     def __init__(self, spec: FeatureSpec, cfg: ModelConfig):
         super().__init__(spec, cfg)
         self.cross = nn.ModuleList(nn.Linear(self.d_in, self.d_in) for _ in range(cfg.n_cross_layers))
-        self.deep = mlp([self.d_in, *cfg.bottom_dims], cfg.dropout)
-        self.towers = TaskTowers(self.n_tasks, self.d_in + cfg.bottom_dims[-1], cfg.tower_dims, cfg.dropout)
+        self.deep = mlp([self.d_in, *cfg.bottom_dims], cfg.dropout, norm=cfg.mlp_norm)
+        self.towers = TaskTowers(
+            self.n_tasks, self.d_in + cfg.bottom_dims[-1], cfg.tower_dims, cfg.dropout, cfg.mlp_norm
+        )
 
     def task_inputs(self, x: torch.Tensor) -> torch.Tensor:
         xl = x
@@ -156,13 +160,13 @@ class DIN(nn.Module):
         d, n_tasks = cfg.embed_dim, len(spec.tasks)
         self.target = names.index(cfg.din_target_field)
         self.n_tasks = n_tasks
-        self.embedding = FeatureEmbedding(spec, d)
+        self.embedding = FeatureEmbedding(spec, d, cfg.embed_init_std)
         self.activation_unit = nn.Sequential(
             mlp([4 * d, *cfg.din_attention_hidden]), nn.Linear(cfg.din_attention_hidden[-1], 1)
         )
         d_in = (len(spec.categorical) + len(spec.sequences)) * d
-        self.mlp = mlp([d_in, *cfg.bottom_dims], cfg.dropout)
-        self.towers = TaskTowers(n_tasks, cfg.bottom_dims[-1], cfg.tower_dims, cfg.dropout)
+        self.mlp = mlp([d_in, *cfg.bottom_dims], cfg.dropout, norm=cfg.mlp_norm)
+        self.towers = TaskTowers(n_tasks, cfg.bottom_dims[-1], cfg.tower_dims, cfg.dropout, cfg.mlp_norm)
 
     def forward(self, batch: dict) -> torch.Tensor:
         C, S, masks = self.embedding(batch["cat"], batch["seq"])
@@ -204,11 +208,11 @@ class HSTU(nn.Module):
         super().__init__()
         validate_model_config(cfg, spec)
         d, n_tasks = cfg.embed_dim, len(spec.tasks)
-        self.embedding = FeatureEmbedding(spec, d)
+        self.embedding = FeatureEmbedding(spec, d, cfg.embed_init_std)
         self.task_tokens = nn.Parameter(torch.randn(n_tasks, d) * 0.05)
         self.layers = nn.ModuleList(HSTULayer(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_blocks))
         self.final_norm = nn.LayerNorm(d)
-        self.towers = TaskTowers(n_tasks, d, cfg.tower_dims, cfg.dropout)
+        self.towers = TaskTowers(n_tasks, d, cfg.tower_dims, cfg.dropout, cfg.mlp_norm)
 
     def forward(self, batch: dict) -> torch.Tensor:
         C, S, masks = self.embedding(batch["cat"], batch["seq"])

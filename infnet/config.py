@@ -21,8 +21,11 @@ class ModelConfig:
     Attributes:
         name: the model: infnet or a baseline (sharedbottom, mmoe, ple, dcnv2, din, hstu)
         embed_dim: d, the width of every token (the paper searches 8..128)
+        embed_init_std: std of the normal init of every embedding table (FuxiCTR's and torch-rechub's 1e-4)
         tower_dims: hidden widths of each per-task tower MLP_i before its logit
         dropout: dropout in towers, MLPs and attention weights (the paper searches 0, 0.1, 0.2)
+        mlp_norm: batchnorm (after every hidden Linear of the towers and the baselines' MLPs, as torch-rechub
+            and FuxiCTR's MLP blocks) or none
         n_blocks: N, INFNet blocks (not stated in the paper)
         n_heads: heads of every cross-attention (not stated in the paper)
         n_cat_proxies: m, categorical proxies (the paper: 4 best, 8 worse)
@@ -51,8 +54,10 @@ class ModelConfig:
 
     name: Literal["infnet", "sharedbottom", "mmoe", "ple", "dcnv2", "din", "hstu"] = "infnet"
     embed_dim: int = 16
+    embed_init_std: float = 1e-4
     tower_dims: list[int] = field(default_factory=lambda: [64, 32])
     dropout: float = 0.0
+    mlp_norm: Literal["none", "batchnorm"] = "batchnorm"
 
     # --- INFNet (paper §3) -------------------------------------------------------------------------------
     n_blocks: int = 2  # Fig. 4, which may show it, is an image we could not read

@@ -23,12 +23,30 @@ if TYPE_CHECKING:
     from infnet.data import FeatureSpec
 
 
-def mlp(dims: list[int], dropout: float = 0.0, last_activation: bool = True) -> nn.Sequential:
-    """Linear-ReLU(-Dropout) stack through ``dims`` (``dims[0]`` is the input width)."""
+class RowBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over the last dimension of a (..., C) input: every leading index is one row of the batch.
+
+    ``nn.BatchNorm1d`` reads a 3-D input as (N, C, L); DIN's activation unit runs its MLP on (B, n_a, 4d).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).view(x.shape)
+
+
+def mlp(
+    dims: list[int], dropout: float = 0.0, last_activation: bool = True, norm: str = "none"
+) -> nn.Sequential:
+    """Linear(-BatchNorm)-ReLU(-Dropout) stack through ``dims`` (``dims[0]`` is the input width).
+
+    ``norm="batchnorm"`` puts a BatchNorm between every hidden Linear and its ReLU (the order of
+    torch-rechub's and FuxiCTR's MLP blocks); a last Linear without activation gets none.
+    """
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(dims)):
         layers.append(nn.Linear(a, b))
         if i < len(dims) - 2 or last_activation:
+            if norm == "batchnorm":
+                layers.append(RowBatchNorm(b))
             layers.append(nn.ReLU())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
@@ -38,10 +56,10 @@ def mlp(dims: list[int], dropout: float = 0.0, last_activation: bool = True) -> 
 class TaskTowers(nn.Module):
     """One MLP per task on its own input: (B, T, d_in) -> logits (B, T)."""
 
-    def __init__(self, n_tasks: int, d_in: int, dims: list[int], dropout: float):
+    def __init__(self, n_tasks: int, d_in: int, dims: list[int], dropout: float, norm: str = "none"):
         super().__init__()
         self.towers = nn.ModuleList(
-            nn.Sequential(mlp([d_in, *dims], dropout), nn.Linear(dims[-1] if dims else d_in, 1))
+            nn.Sequential(mlp([d_in, *dims], dropout, norm=norm), nn.Linear(dims[-1] if dims else d_in, 1))
             for _ in range(n_tasks)
         )
 
@@ -56,7 +74,7 @@ class FeatureEmbedding(nn.Module):
     (B, n_a) (True = a real item), padding positions zeroed so no pooling can see them.
     """
 
-    def __init__(self, spec: FeatureSpec, d: int):
+    def __init__(self, spec: FeatureSpec, d: int, init_std: float = 0.05):
         super().__init__()
         self.cat_tables = nn.ModuleList(nn.Embedding(f.vocab_size, d) for f in spec.categorical)
         self.seq_tables = nn.ModuleList(nn.Embedding(f.vocab_size, d, padding_idx=0) for f in spec.sequences)
@@ -65,7 +83,7 @@ class FeatureEmbedding(nn.Module):
         self.cat_names = [f.name for f in spec.categorical]
         self.seq_names = [f.name for f in spec.sequences]
         for table in [*self.cat_tables, *self.seq_tables]:
-            nn.init.normal_(table.weight, std=0.05)
+            nn.init.normal_(table.weight, std=init_std)
 
     def check_ids(self, cat: torch.Tensor, seq: list[torch.Tensor]) -> None:
         """A batch that does not match the feature spec -> DataError naming the field."""
@@ -119,6 +137,8 @@ def validate_model_config(cfg: ModelConfig, spec: FeatureSpec) -> None:
         raise ConfigError(
             f"model.embed_dim ({cfg.embed_dim}) must be divisible by model.n_heads ({cfg.n_heads})"
         )
+    if not cfg.embed_init_std > 0:
+        raise ConfigError(f"model.embed_init_std must be > 0, got {cfg.embed_init_std}")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {cfg.dropout}")
     if not spec.categorical or not spec.tasks:

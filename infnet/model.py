@@ -281,7 +281,7 @@ class INFNet(nn.Module):
         d, n_tasks = cfg.embed_dim, len(spec.tasks)
         self.cfg = cfg
         self.plans = block_plans(cfg)
-        self.embedding = FeatureEmbedding(spec, d)
+        self.embedding = FeatureEmbedding(spec, d, cfg.embed_init_std)
         n_seq_proxies = len(spec.sequences) if cfg.seq_proxy_mode == "per_behaviour" else cfg.n_seq_proxies
         # C~, S~ exist only when some block gates C, S (without PGU they could not reach the task tokens)
         self.use_cat_seq_proxies = any(p.gate_cat_seq for p in self.plans)
@@ -298,7 +298,7 @@ class INFNet(nn.Module):
         self.blocks = nn.ModuleList(InfnetBlock(cfg, p, cfg.n_cat_proxies, n_seq_proxies) for p in self.plans)
         self.final_norm = nn.LayerNorm(d) if cfg.norm == "layernorm" else nn.Identity()
         d_tower = d if cfg.use_task_tokens else cfg.n_shared_task_tokens * d
-        self.towers = TaskTowers(n_tasks, d_tower, cfg.tower_dims, cfg.dropout)
+        self.towers = TaskTowers(n_tasks, d_tower, cfg.tower_dims, cfg.dropout, cfg.mlp_norm)
 
     def forward(self, batch: dict) -> torch.Tensor:
         C, S_list, masks = self.embedding(batch["cat"], batch["seq"])

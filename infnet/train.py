@@ -14,24 +14,25 @@ checkpoint is scored on the test split (``test_metrics.json``; the run's summary
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from infnet.build import build_model
-from infnet.config import InfnetConfig
-from infnet.data import load_dataset, make_loader
+from infnet.config import InfnetConfig, ModelConfig
+from infnet.data import FeatureSpec, load_dataset, make_loader
 from infnet.evaluate import evaluate_model, to_device
 from infnet.layers import count_parameters
 from infnet.model import multitask_loss
 from shared.cli import train_main
 from shared.distributed import all_reduce_mean, unwrap_model, wrap_model
 from shared.errors import ConfigError, run_cli
-from shared.log import StepProgress, check_finite
-from shared.run import TrainRun, require_positive
+from shared.log import StepProgress
+from shared.run import TrainRun, optimizer_step, require_positive
 
 
 def make_optimizer(model: torch.nn.Module, cfg: InfnetConfig) -> torch.optim.Optimizer:
@@ -63,30 +64,46 @@ def train_epoch(
                 break
             batch = to_device(batch, run.device)
             loss = multitask_loss(model(batch), batch["labels"], cfg.train.loss_weights)
-            if step == cfg.train.nan_at_step:
-                loss = loss * float("nan")
-            check_finite(loss.item(), step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            value = optimizer_step(loss, opt, step, nan_at_step=cfg.train.nan_at_step)
             step += 1
             n_batches += 1
-            total += loss.item()
-            progress.update(loss.item(), batch["labels"].shape[0])
+            total += value
+            progress.update(value, batch["labels"].shape[0])
     finally:
         progress.close()
     return total, n_batches, step
+
+
+ModelBuilder = Callable[[FeatureSpec, ModelConfig], torch.nn.Module]
 
 
 def train(
     cfg: InfnetConfig, run_dir: str | Path | None = None, resume: bool = False, device: str = "auto"
 ) -> dict[str, Any]:
     """Train, keep the best checkpoint by validation mean AUC, score it on test; return the summary."""
+    return train_with(cfg, build_model, run_dir=run_dir, resume=resume, device=device)
+
+
+def train_with(
+    cfg: InfnetConfig,
+    build: ModelBuilder,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """``train`` with the model made by ``build(spec, cfg.model)``: the parity run (``infnet/parity.py``)
+    trains torch-rechub's models through this very loop, so both implementations share data order,
+    optimiser, loss, early stopping and evaluation."""
     require_positive(cfg.train, "epochs", "batch_size", "eval_batch_size")
     with TrainRun("infnet", cfg, run_dir=run_dir, resume=resume, device=device, seed=cfg.train.seed,
                   deterministic=cfg.train.deterministic) as run:  # fmt: skip
         spec, train_ds, val_ds, test_ds = load_dataset(cfg.data)
-        model = build_model(spec, cfg.model)
+        if cfg.train.loss_weights and len(cfg.train.loss_weights) != len(spec.tasks):
+            raise ConfigError(  # checked before anything is logged: a bad config is one line
+                f"train.loss_weights has {len(cfg.train.loss_weights)} values; the data has {len(spec.tasks)} tasks"
+            )
+        model = build(spec, cfg.model)
         n_params = count_parameters(model)
         model = wrap_model(model, run.info)
         opt = make_optimizer(model, cfg)
@@ -96,14 +113,18 @@ def train(
             "%s: %d parameters, %d train / %d val rows", cfg.model.name, n_params, len(train_ds), len(val_ds)
         )
         step, last_epoch = state.step, state.epoch
+        # BatchNorm (model.mlp_norm) cannot normalise a batch of one row: drop the last batch only then
+        rows_per_rank = math.ceil(len(train_ds) / run.info.world_size)
+        drop_last = rows_per_rank % cfg.train.batch_size == 1 and rows_per_rank > 1
         for epoch in range(state.epoch, cfg.train.epochs):
             if extra["stopped"]:
                 break
             last_epoch = epoch + 1
             model.train()
             loader = make_loader(
-                train_ds, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch, info=run.info
-            )
+                train_ds, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, epoch=epoch, info=run.info,
+                drop_last=drop_last,
+            )  # fmt: skip
             t0 = time.perf_counter()
             total, n_batches, step = train_epoch(
                 model, opt, loader, cfg, run, step, f"epoch {epoch + 1}/{cfg.train.epochs}"

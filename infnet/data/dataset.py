@@ -31,15 +31,16 @@ class DataConfig:
     """The data section of InfnetConfig.
 
     Attributes:
-        dataset: movielens100k (the embedded default), kuairand_pure or tenrec_qb (the paper's data)
-        root: data root; the dataset's files are in <root>/<dataset>/
-        feature_config: YAML feature config ("" = infnet/configs/features/<dataset>.yaml)
+        dataset: movielens100k (the embedded default), kuairand_pure or tenrec_qb (the paper's data), or table
+            (your own CSV / parquet files, named in the feature config's table section)
+        root: data root; the dataset's files are in <root>/<dataset>/ (table: beside the feature config)
+        feature_config: YAML feature config ("" = infnet/configs/features/<dataset>.yaml; required for table)
         max_rows: keep only the earliest max_rows interactions (0 = all); for quick runs
         cache: cache the encoded tensors in cache_dir (rebuilt when a file or the feature config changes)
         cache_dir: folder of the cache ("" = <root>/<dataset>/processed)
     """
 
-    dataset: Literal["movielens100k", "kuairand_pure", "tenrec_qb"] = "movielens100k"
+    dataset: Literal["movielens100k", "kuairand_pure", "tenrec_qb", "table"] = "movielens100k"
     root: str = "data/infnet"
     feature_config: str = ""
     max_rows: int = 0

@@ -19,6 +19,7 @@ Ids: 0 is padding / unknown / OOV in every field, so ``vocab_size = 1 + number o
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -137,6 +138,29 @@ class KuaiRandConfig:
 
 
 @dataclass
+class TableConfig:
+    """Your own CSV / parquet files (``data.dataset: table``); paths are relative to the feature config's
+    folder. Every id column (the sources of categorical, list and history fields) is read as strings.
+
+    Attributes:
+        files: one file per split, {train: ..., val: ..., test: ...} (then split is not used)
+        file: or one file of every row, split into train / val / test by the split section
+        time_column: column giving each row's time (numbers, or dates pandas can parse); histories see only
+            the same user's strictly earlier rows, and split.method time cuts on it ("" = file order)
+        format: csv, parquet, or auto (by each file's suffix: .csv / .tsv / .txt or .parquet / .pq)
+        delimiter: CSV field delimiter
+        na_values: CSV cells read as missing besides the empty cell (e.g. "\\N", "NULL")
+    """
+
+    files: dict[str, str] = field(default_factory=dict)
+    file: str = ""
+    time_column: str = ""
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    delimiter: str = ","
+    na_values: list[str] = field(default_factory=list)
+
+
+@dataclass
 class FeatureConfig:
     """A declarative feature config: infnet/configs/features/<dataset>.yaml.
 
@@ -157,6 +181,7 @@ class FeatureConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     movielens: MovieLensConfig = field(default_factory=MovieLensConfig)
     kuairand: KuaiRandConfig = field(default_factory=KuaiRandConfig)
+    table: TableConfig = field(default_factory=TableConfig)
 
     def by_type(self, kind: str) -> list[FieldConfig]:
         return [f for f in self.fields if f.type == kind]
@@ -255,13 +280,48 @@ def _fit_vocab(values: pd.Series, min_count: int) -> pd.Index:
     return pd.Index(np.sort(kept.to_numpy()))
 
 
+_INTEGRAL = re.compile(r"([+-]?\d+)\.0*")
+
+
+def canonical_id(value: object) -> str:
+    """One spelling per id: 12, 12.0, "12", " 12.0 " -> "12" (digits kept as written, e.g. "007")."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    text = str(value).strip()
+    match = _INTEGRAL.fullmatch(text)
+    return match.group(1) if match else text
+
+
+def id_strings(values: pd.Series | np.ndarray | pd.Index) -> pd.Series:
+    """Ids as canonical strings (``canonical_id``), missing kept missing; once per distinct value.
+
+    A column pandas parsed as int64 (or float64, when a cell is empty) and one read as text then agree,
+    so a history and the categorical field whose vocabulary it shares meet whatever each file's dtype.
+    """
+    col = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype=object))
+    codes, uniques = pd.factorize(col)  # missing -> -1
+    canon = np.array([canonical_id(u) for u in uniques] + [None], dtype=object)
+    return pd.Series(canon[codes], index=col.index, dtype=object)
+
+
+def _is_numeric_kind(arr: np.ndarray | pd.Index) -> bool:
+    return arr.dtype.kind in "iufb"
+
+
 def _encode(vocab: pd.Index, values: pd.Series | np.ndarray) -> np.ndarray:
     """Values -> ids in [0, len(vocab)]; unknown and missing -> 0.
 
     Integer columns go through a lookup table, others are factorised first so the vocabulary lookup runs
-    once per distinct value (both much faster than a hash lookup per row at 1M+ rows).
+    once per distinct value (both much faster than a hash lookup per row at 1M+ rows). When the values and
+    the vocabulary are of different kinds (numbers against text: a history column parsed as ints sharing a
+    vocabulary of strings), both sides are compared as canonical id strings instead of never matching.
     """
     arr = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
+    if len(vocab) and arr.size and _is_numeric_kind(arr) != _is_numeric_kind(vocab):
+        vocab = pd.Index(id_strings(vocab).to_numpy())
+        arr = id_strings(arr).to_numpy()
     if arr.size and arr.dtype.kind in "iu" and vocab.dtype.kind in "iu":
         lo = min(int(arr.min()), int(vocab.min()) if len(vocab) else 0)
         hi = max(int(arr.max()), int(vocab.max()) if len(vocab) else 0)
@@ -299,7 +359,8 @@ def _list_tokens(col: pd.Series, separator: str, train: np.ndarray, min_count: i
     """A string column of token lists ("12,65") -> (row, id) pairs of known tokens in column order, and
     the vocabulary (fitted on the train rows unless given). Tokenises each distinct string once."""
     codes, uniques = pd.factorize(col)  # missing -> code -1 -> no tokens
-    lists = [[t.strip() for t in str(u).split(separator) if t.strip()] for u in uniques]
+    # canonical_id: a column of one tag per row that pandas parsed as float (12.0) gives the token "12"
+    lists = [[canonical_id(t) for t in canonical_id(u).split(separator) if t.strip()] for u in uniques]
     lengths = np.array([len(x) for x in lists], dtype=np.int64)
     flat = pd.Series([t for x in lists for t in x], dtype=object)
     owner = np.repeat(np.arange(len(lists)), lengths)  # distinct string of each flat token
@@ -399,9 +460,65 @@ def check_binary(frame: pd.DataFrame, columns: list[str], where: str) -> None:
             )
 
 
+def preset_split(frame: pd.DataFrame) -> np.ndarray:
+    """The split the reader gave each row (``_split``: one file per split), checked to be non-empty."""
+    part = frame["_split"].to_numpy(dtype=np.int64)
+    sizes = np.bincount(part, minlength=3)
+    if (sizes == 0).any():
+        raise DataError(
+            f"a split has no rows (train/val/test rows {sizes.tolist()}): each split file needs rows"
+        )
+    return part
+
+
+def _field_error(
+    f: FieldConfig, origin: dict[str, str], cfg: FeatureConfig, config_path: str | Path, what: str
+) -> DataError:
+    """The one-line error of a field that would silently feed the model nothing but padding."""
+    where = origin.get(f.source, cfg.dataset)
+    fix = {
+        "categorical": "check the column's values, lower min_count, or remove the field",
+        "numeric": "check the column (numbers expected) or remove the field",
+        "list": f"check the column and its separator ({f.separator!r}), or remove the field",
+        "history": "check the column, its filter and the user/time columns, or remove the field",
+    }[f.type]
+    return DataError(f"{where}: column '{f.source}' ({f.type} field '{f.name}' of {config_path or cfg.dataset}): "
+                     f"{what}; {fix}")  # fmt: skip
+
+
+def check_history_tokens(
+    f: FieldConfig,
+    column: pd.Series,
+    mask: np.ndarray,
+    tokens: np.ndarray,
+    vocab: pd.Index,
+    origin: dict[str, str],
+    cfg: FeatureConfig,
+    config_path: str | Path,
+) -> None:
+    """A history whose events carry values, none of which is in its vocabulary, is a DataError: its tokens
+    never meet the vocabulary (ids spelled differently from the vocabulary's field, another id space...)."""
+    present = mask & column.notna().to_numpy()
+    if present.any() and not tokens[present].any():
+        example = column[present].iloc[0]
+        sample = ", ".join(map(show, vocab[:3]))
+        raise _field_error(
+            f, origin, cfg, config_path,
+            f"none of its {int(present.sum())} event values is in the vocabulary "
+            f"{'of ' + repr(f.vocab) if f.vocab else 'fitted on train'} (e.g. {show(example)} vs {sample}, ...): "
+            "the tokens never meet the vocabulary",
+        )  # fmt: skip
+
+
 def encode_frame(frame: pd.DataFrame, cfg: FeatureConfig, config_path: str | Path = "") -> EncodedData:
-    """Encode a time-sorted interaction frame into tensors following ``cfg``."""
+    """Encode a time-sorted interaction frame into tensors following ``cfg``.
+
+    ``frame.attrs["origin"]`` (set by the readers) maps a column to the file it came from, for the errors of
+    fields that would feed the model nothing but padding (all unknown, all empty, tokens outside the
+    vocabulary). Rows with a ``_split`` column keep that split (one file per split).
+    """
     check_columns_present(frame, cfg, config_path)
+    origin = dict(frame.attrs.get("origin", {}))
     frame = frame.reset_index(drop=True)
     n = len(frame)
     if n == 0:
@@ -412,7 +529,7 @@ def encode_frame(frame: pd.DataFrame, cfg: FeatureConfig, config_path: str | Pat
         raise DataError(f"{cfg.dataset}: column '{group_src}' (the user id) is missing at row {r}")
     _, user = np.unique(frame[group_src].to_numpy(), return_inverse=True)
     user = user.astype(np.int64).reshape(-1)
-    part = assign_split(frame, user, cfg.split)
+    part = preset_split(frame) if "_split" in frame.columns else assign_split(frame, user, cfg.split)
     train = part == 0
     _, time_rank = np.unique(frame["_time"].to_numpy(), return_inverse=True)
     time_rank = time_rank.reshape(-1)
@@ -427,6 +544,8 @@ def encode_frame(frame: pd.DataFrame, cfg: FeatureConfig, config_path: str | Pat
             ids, size = _encode(vocabs[f.name], frame[f.source]), len(vocabs[f.name]) + 1
         else:
             ids, size = _bucketize(f, frame[f.source], train)
+        if not ids.any():
+            raise _field_error(f, origin, cfg, config_path, "every value is unknown or missing (id 0)")
         cat_cols.append(ids)
         cat_specs.append(FieldSpec(f.name, size, 1))
 
@@ -436,15 +555,27 @@ def encode_frame(frame: pd.DataFrame, cfg: FeatureConfig, config_path: str | Pat
         if f.type == "list":
             shared = vocabs[f.vocab] if f.vocab else None
             rows, ids, vocab = _list_tokens(frame[f.source], f.separator, train, f.min_count, shared)
+            if not ids.size:
+                raise _field_error(f, origin, cfg, config_path, "every row's list is empty or unknown")
             seqs.append(DenseSequence(torch.from_numpy(_pack(rows, ids, n, f.max_len))))
         else:
             mask = is_event.copy()
             if f.filter:
-                check_binary(frame, [f.filter], f"{cfg.dataset} history '{f.name}' filter")
+                check_binary(
+                    frame, [f.filter], f"{origin.get(f.filter, cfg.dataset)} history '{f.name}' filter"
+                )
                 mask &= frame[f.filter].to_numpy(dtype=np.float64) != 0
             vocab = vocabs[f.vocab] if f.vocab else _fit_vocab(frame[f.source][train & mask], f.min_count)
             tokens = _encode(vocab, frame[f.source])
-            seqs.append(build_history(user, time_rank, mask, tokens, f.max_len, order))
+            check_history_tokens(f, frame[f.source], mask, tokens, vocab, origin, cfg, config_path)
+            history = build_history(user, time_rank, mask, tokens, f.max_len, order)
+            if not (history.end > history.start).any():
+                raise _field_error(
+                    f, origin, cfg, config_path,
+                    "every row's history is empty (no user has an earlier event"
+                    + (f" with {f.filter} != 0" if f.filter else "") + ")",
+                )  # fmt: skip
+            seqs.append(history)
         seq_specs.append(FieldSpec(f.name, len(vocab) + 1, f.max_len))
 
     label_cols = [t.source for t in cfg.tasks]

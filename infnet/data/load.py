@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +33,36 @@ from infnet.data.sources import (
     READERS,
     TENREC_FILE,
     kuairand_folder,
+    table_files,
 )
 from shared.checkpoint import atomic_save
 from shared.config import config_to_dict
 from shared.errors import ConfigError, DataError
+from shared.log import get_logger
 
 CACHE_VERSION = 1
 
 
-def dataset_folder(cfg: DataConfig) -> Path:
-    return Path(cfg.root) / cfg.dataset
-
-
 def feature_config_path(cfg: DataConfig) -> Path:
+    if cfg.dataset == "table" and not cfg.feature_config:
+        raise ConfigError(
+            "data.dataset table needs data.feature_config: the YAML naming your files and columns "
+            "(see 'Bring your own data' in infnet/README.md)"
+        )
     return Path(cfg.feature_config) if cfg.feature_config else FEATURE_CONFIG_DIR / f"{cfg.dataset}.yaml"
+
+
+def dataset_folder(cfg: DataConfig) -> Path:
+    """``<root>/<dataset>``; for your own table, the feature config's folder (its paths are relative to it)."""
+    if cfg.dataset == "table":
+        return feature_config_path(cfg).resolve().parent
+    return Path(cfg.root) / cfg.dataset
 
 
 def source_files(cfg: DataConfig, fcfg: FeatureConfig) -> list[Path]:
     folder = dataset_folder(cfg)
+    if cfg.dataset == "table":
+        return list(table_files(folder, fcfg).values())
     if cfg.dataset == "movielens100k":
         return [folder / f for f in MOVIELENS_FILES.values()]
     if cfg.dataset == "kuairand_pure":
@@ -202,9 +215,39 @@ def split_datasets(enc: EncodedData) -> tuple[RecDataset, RecDataset, RecDataset
     return tuple(full.subset(np.flatnonzero(part == i)) for i in range(len(SPLITS)))  # type: ignore[return-value]
 
 
+def field_report(enc: EncodedData) -> list[dict[str, Any]]:
+    """Per field, the share of rows (per split) that feed it nothing: id 0 (unknown, rare or missing) for a
+    categorical field, an empty sequence for a list or history."""
+    part = enc.part.numpy()
+    rows: list[tuple[str, str, np.ndarray]] = []
+    cat = enc.cat.numpy()
+    rows += [(f.name, "unknown", cat[:, j] == 0) for j, f in enumerate(enc.spec.categorical)]
+    for f, store in zip(enc.spec.sequences, enc.sequences):
+        if isinstance(store, DenseSequence):
+            empty = ~store.tokens.numpy().any(axis=1)
+        else:
+            empty = store.end.numpy() <= store.start.numpy()
+        rows.append((f.name, "empty", empty))
+    report = []
+    for name, what, flags in rows:
+        shares = {s: float(flags[part == i].mean()) if (part == i).any() else float("nan") for i, s in enumerate(SPLITS)}
+        report.append({"field": name, "what": what, **shares})
+    return report
+
+
+def log_field_report(enc: EncodedData, where: str) -> None:
+    """One line per field: the share of unknown ids / empty sequences in train, val and test."""
+    log = get_logger("infnet.data", int(os.environ.get("RANK", 0)))
+    log.info("%s: %d rows; per field, the share of rows with an unknown id or an empty sequence:", where, len(enc.part))
+    for r in field_report(enc):
+        log.info("  %-24s %-7s train %5.1f%%  val %5.1f%%  test %5.1f%%", r["field"], r["what"], 100 * r["train"],
+                 100 * r["val"], 100 * r["test"])  # fmt: skip
+
+
 def load_dataset(cfg: DataConfig) -> tuple[FeatureSpec, RecDataset, RecDataset, RecDataset]:
     """(spec, train, val, test) for ``cfg.dataset``, built from the raw files or read from the cache."""
-    enc, _ = encode_dataset(cfg)
+    enc, where = encode_dataset(cfg)
+    log_field_report(enc, where)
     train, val, test = split_datasets(enc)
     return enc.spec, train, val, test
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-from infnet.data.features import FeatureConfig, check_binary, show
-from shared.errors import DataError
+from infnet.data.features import SPLITS, FeatureConfig, check_binary, id_strings, show
+from shared.errors import ConfigError, DataError
 
 # --- published schemas -----------------------------------------------------------------------------------
 MOVIELENS_FILES = {
@@ -84,7 +85,12 @@ def _check_header(path: Path, found: list[str], expected: list[str], exact: bool
 
 
 def read_csv_checked(
-    path: Path, expected: list[str], help_text: str, exact: bool = True, na_values: list[str] | None = None
+    path: Path,
+    expected: list[str],
+    help_text: str,
+    exact: bool = True,
+    na_values: list[str] | None = None,
+    dtype: dict[str, type] | None = None,
 ) -> pd.DataFrame:
     """Read a CSV after checking that it exists and has the published header; parse errors -> DataError."""
     _require_file(path, help_text)
@@ -94,7 +100,7 @@ def read_csv_checked(
         raise DataError(f"{path}: cannot read the CSV header ({exc}); the file is empty or corrupt") from exc
     _check_header(path, header, expected, exact)
     try:
-        frame = pd.read_csv(path, na_values=na_values, low_memory=False)
+        frame = pd.read_csv(path, na_values=na_values, low_memory=False, dtype=dtype)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         msg = " ".join(str(exc).split())
         raise DataError(f"{path}: corrupt or truncated CSV ({msg}); download the file again") from exc
@@ -128,6 +134,16 @@ def check_numeric(frame: pd.DataFrame, columns: list[str], path: Path, allow_mis
                 f"{path}: column '{col}' is missing or not a number at data row {r} (line {r + 2}): "
                 f"{show(raw.iloc[r])} ({int(bad.sum())} bad rows)"
             )
+
+
+def with_origin(frame: pd.DataFrame, sources: dict[str, list[str]]) -> pd.DataFrame:
+    """Record which file each column came from (``frame.attrs["origin"]``, read by the encoder's errors)."""
+    origin = {}
+    for where, columns in sources.items():
+        for col in columns:
+            origin.setdefault(col, where)
+    frame.attrs["origin"] = origin
+    return frame
 
 
 def check_binary_file(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
@@ -190,7 +206,11 @@ def read_movielens(folder: Path, cfg: FeatureConfig) -> pd.DataFrame:
         }
     )
     rows = rows.merge(users, on="user_id", how="left").merge(items, on="movie_id", how="left")
-    return rows
+    return with_origin(rows, {
+        str(files["data"]): [*MOVIELENS_COLUMNS["data"], "click", "like", "long_view", "dislike"],
+        str(files["users"]): [*users.columns],
+        str(files["items"]): [*items.columns],
+    })  # fmt: skip
 
 
 def sample_negatives(pos: pd.DataFrame, per_positive: int, sampling: str, seed: int) -> pd.DataFrame:
@@ -268,18 +288,25 @@ def read_kuairand(folder: Path, cfg: FeatureConfig) -> pd.DataFrame:
 
     users = read_csv_checked(folder / KUAIRAND_USER_FILE, KUAIRAND_USER_COLUMNS, help_text)
     check_numeric(users, ["user_id"], folder / KUAIRAND_USER_FILE)
-    videos = read_csv_checked(folder / KUAIRAND_VIDEO_FILE, KUAIRAND_VIDEO_COLUMNS, help_text)
+    # tag as text: with one tag per video and some empty cells pandas would parse "12" as the float 12.0
+    videos = read_csv_checked(
+        folder / KUAIRAND_VIDEO_FILE, KUAIRAND_VIDEO_COLUMNS, help_text, dtype={"tag": str}
+    )
     check_numeric(videos, ["video_id"], folder / KUAIRAND_VIDEO_FILE)
     check_numeric(videos, ["video_duration"], folder / KUAIRAND_VIDEO_FILE, allow_missing=True)
     first_tag = videos["tag"].map(lambda v: v.split(",")[0].strip() or None if isinstance(v, str) else None)
     videos = videos.assign(first_tag=first_tag)  # "tag" itself is the list field
     rows = rows.merge(users, on="user_id", how="left").merge(videos, on="video_id", how="left")
+    origin = {" + ".join(str(folder / f) for f in cfg.kuairand.log_files): [*KUAIRAND_LOG_COLUMNS, "hour"],
+              str(folder / KUAIRAND_USER_FILE): KUAIRAND_USER_COLUMNS,
+              str(folder / KUAIRAND_VIDEO_FILE): [*KUAIRAND_VIDEO_COLUMNS, "first_tag"]}  # fmt: skip
     if cfg.kuairand.use_statistics:
         path = folder / KUAIRAND_STAT_FILE
         stats = read_csv_checked(path, ["video_id", "counts"], help_text, exact=False)
         check_numeric(stats, stats.columns.tolist(), path, allow_missing=True)
         rows = rows.merge(stats, on="video_id", how="left")
-    return rows
+        origin[str(path)] = stats.columns.tolist()
+    return with_origin(rows, origin)
 
 
 # --- Tenrec QB-video ---------------------------------------------------------------------------------------
@@ -293,7 +320,131 @@ def read_tenrec(folder: Path, cfg: FeatureConfig) -> pd.DataFrame:
     check_binary_file(rows, [c for c in ("click", "follow", "like", "share") if c in rows.columns], path)
     rows["_time"] = np.arange(len(rows), dtype=np.int64)  # file order; unique, so no ties
     rows["_event"] = True
+    return with_origin(rows, {str(path): TENREC_COLUMNS})
+
+
+# --- your own CSV / parquet files (data.dataset: table) ------------------------------------------------------
+TABLE_HELP = "see 'Bring your own data' in infnet/README.md"
+CSV_SUFFIXES, PARQUET_SUFFIXES = (".csv", ".tsv", ".txt"), (".parquet", ".pq")
+
+
+def table_files(folder: Path, cfg: FeatureConfig) -> dict[str, Path]:
+    """``{split or "all": path}`` of the ``table`` section, relative paths taken from ``folder``."""
+    t = cfg.table
+    if bool(t.files) == bool(t.file):
+        raise ConfigError(
+            "table: give exactly one of 'files' ({train: ..., val: ..., test: ...}, one file per split) or "
+            f"'file' (one file, split by the split section); got files={t.files or '{}'} file={t.file!r}"
+        )
+    if t.files and sorted(t.files) != sorted(SPLITS):
+        raise ConfigError(f"table.files needs exactly the keys {', '.join(SPLITS)}; got {', '.join(t.files)}")
+    named = {k: t.files[k] for k in SPLITS} if t.files else {"all": t.file}
+    return {k: Path(v) if Path(v).is_absolute() else folder / v for k, v in named.items()}
+
+
+def table_columns(cfg: FeatureConfig) -> tuple[list[str], list[str], list[str]]:
+    """(id columns read as canonical strings, 0/1 columns, every column the feature config reads)."""
+    ids = [f.source for f in cfg.fields if f.type in ("categorical", "list", "history")]
+    binary = [t.source for t in cfg.tasks] + [f.filter for f in cfg.fields if f.filter]
+    numeric = [f.source for f in cfg.fields if f.type == "numeric"]
+    wanted = ids + binary + numeric + ([cfg.table.time_column] if cfg.table.time_column else [])
+    return list(dict.fromkeys(ids)), list(dict.fromkeys(binary)), list(dict.fromkeys(wanted))
+
+
+def _read_table_file(path: Path, cfg: FeatureConfig, wanted: list[str]) -> pd.DataFrame:
+    t = cfg.table
+    _require_file(path, TABLE_HELP)
+    kind = t.format
+    if kind == "auto":
+        suffix = path.suffix.lower()
+        kind = "csv" if suffix in CSV_SUFFIXES else "parquet" if suffix in PARQUET_SUFFIXES else ""
+        if not kind:
+            raise ConfigError(f"{path}: cannot tell the format from the suffix '{suffix}'; set table.format")
+    try:
+        if kind == "csv":
+            header = pd.read_csv(path, sep=t.delimiter, nrows=0).columns.tolist()
+        else:
+            header = pq.ParquetFile(path).schema_arrow.names
+    except Exception as exc:  # pandas / pyarrow raise several types for an empty or damaged file
+        raise DataError(f"{path}: cannot read the {kind} header ({' '.join(str(exc).split())})") from exc
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        raise DataError(
+            f"{path}: the feature config reads column(s) {', '.join(missing)}, which the file does not have; "
+            f"its columns: {', '.join(map(str, header))}"
+        )
+    try:
+        if kind == "csv":
+            # every column as text: ids keep their spelling ("007"), numbers are parsed below where needed
+            return pd.read_csv(path, sep=t.delimiter, usecols=wanted, dtype=str, na_values=t.na_values)
+        return pd.read_parquet(path, columns=wanted)
+    except Exception as exc:
+        raise DataError(f"{path}: corrupt or truncated {kind} file ({' '.join(str(exc).split())})") from exc
+
+
+def _time_values(col: pd.Series, path: Path, name: str) -> tuple[str, np.ndarray]:
+    """("number", float64) or ("date", int64 nanoseconds) of a time column; a bad cell names its row."""
+    numbers = pd.to_numeric(col, errors="coerce")
+    if numbers.notna().all():
+        return "number", numbers.to_numpy(dtype=np.float64)
+    dates = pd.to_datetime(col, errors="coerce")
+    bad = dates.isna().to_numpy()
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}: time column '{name}' is missing or neither a number nor a date at data row {r} "
+            f"(line {r + 2}): {show(col.iloc[r])}"
+        )
+    return "date", dates.to_numpy().astype("datetime64[ns]").astype(np.int64)
+
+
+def read_table(folder: Path, cfg: FeatureConfig) -> pd.DataFrame:
+    """Your own interactions: one CSV / parquet per split, or one split by the split section.
+
+    Every row is an impression; every row is also an event later rows of its user may see in a history
+    (narrow that with a history's ``filter``). Id columns become canonical strings (``id_strings``), so
+    12, 12.0 and "12" are one id across files and fields; labels and filters must be 0/1.
+    """
+    ids, binary, wanted = table_columns(cfg)
+    t = cfg.table
+    frames, origin, kinds = [], {}, set()
+    for split, path in table_files(folder, cfg).items():
+        frame = _read_table_file(path, cfg, wanted)
+        if frame.empty:
+            raise DataError(f"{path}: no data rows; {TABLE_HELP}")
+        for col in binary:
+            frame[col] = (
+                pd.to_numeric(frame[col], errors="coerce") if frame[col].dtype == object else frame[col]
+            )
+        check_binary_file(frame, binary, path)
+        for col in ids:
+            frame[col] = id_strings(frame[col])
+        if t.time_column:
+            kind, frame["_time_raw"] = _time_values(frame[t.time_column], path, t.time_column)
+            kinds.add(kind)
+        if split != "all":
+            frame["_split"] = SPLITS.index(split)
+        frames.append(frame)
+        for col in wanted:
+            origin[col] = origin[col] + " / " + str(path) if col in origin else str(path)
+    rows = pd.concat(frames, ignore_index=True)
+    if len(kinds) > 1:
+        raise DataError(
+            f"time column '{t.time_column}' holds numbers in some files and dates in others: {origin}"
+        )
+    if t.time_column:  # the order is all that counts: dense ranks (ties stay ties) as the int64 key
+        rows["_time"] = np.unique(rows.pop("_time_raw").to_numpy(), return_inverse=True)[1].astype(np.int64)
+    else:
+        rows["_time"] = np.arange(len(rows), dtype=np.int64)  # file order (train, val, test files in turn)
+    rows["_event"] = True
+    rows = rows.sort_values("_time", kind="stable", ignore_index=True)
+    rows.attrs["origin"] = origin
     return rows
 
 
-READERS = {"movielens100k": read_movielens, "kuairand_pure": read_kuairand, "tenrec_qb": read_tenrec}
+READERS = {
+    "movielens100k": read_movielens,
+    "kuairand_pure": read_kuairand,
+    "tenrec_qb": read_tenrec,
+    "table": read_table,
+}

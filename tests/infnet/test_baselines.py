@@ -106,6 +106,7 @@ def test_full_attention_is_the_largest_activation_cost():
     d, vocab, tasks = 16, 30 + 40 + 7 + 40 + 19, 2  # tiny_spec: 3 categorical + 2 sequence tables
     layer = 2 * 2 * d + (d * 4 * d + 4 * d) + (d * d + d)  # two LayerNorms, f1, f2
     tower = (d * 64 + 64) + (64 * 32 + 32) + (32 + 1)  # tower_dims [64, 32], then the logit
+    tower += 2 * (64 + 32)  # a BatchNorm (weight, bias) after each hidden Linear (model.mlp_norm)
     assert count_parameters(model) == vocab * d + tasks * d + 2 * layer + 2 * d + tasks * tower
     B, N = 2, 3 + 12 + 6 + 2
     seen = []
