@@ -324,6 +324,7 @@ def train(
         summary = {
             "backbone": cfg.model.backbone,
             "retro": cfg.model.retro,
+            "seed": t.seed,
             "params": n_params,
             "epochs": t.epochs,
             "steps": step,

@@ -14,7 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrofpn.data import lidar, pointcept, s3dis, scannet
+# module imports, not `from retrofpn.data import ...`: that would run the package __init__, which imports this
+# module (an import cycle by tests/test_contract.py)
+import retrofpn.data.lidar as lidar
+import retrofpn.data.pointcept as pointcept
+import retrofpn.data.s3dis as s3dis
+import retrofpn.data.scannet as scannet
 from retrofpn.data.config import DataConfig
 from retrofpn.data.scene import Scene
 from shared.errors import DataError

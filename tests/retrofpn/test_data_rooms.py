@@ -1,5 +1,5 @@
 """The embedded data: synthetic rooms (classes, determinism, the S3DIS layout), prepare (idempotent), the LiDAR
-check, and the "bring your own data" examples of the README draft run on the fixtures."""
+check, and the "bring your own data" examples of the package README run on the fixtures."""
 
 from __future__ import annotations
 
@@ -168,8 +168,8 @@ def test_every_prepare_config_field_has_an_attributes_line():
 
 
 def readme_examples() -> dict[str, str]:
-    """The YAML blocks of retrofpn/README_data_draft.md that start with ``# example: <name>``."""
-    text = (REPO / "retrofpn" / "README_data_draft.md").read_text()
+    """The YAML blocks of retrofpn/README.md that start with ``# example: <name>``."""
+    text = (REPO / "retrofpn" / "README.md").read_text()
     blocks = re.findall(r"```yaml\n(# example: (\w+)\n.*?)```", text, flags=re.S)
     return {name: body for body, name in blocks}
 
