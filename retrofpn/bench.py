@@ -128,7 +128,8 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(name="quick", knn_sizes=(10_000, 40_000), brute_queries=1000, fps_sizes=(10_000, 40_000), grid=64,
-              batch_points=4000, forward_points=20_000, forward_warm=False, repeats=1)  # fmt: skip
+              fps_loop_full=2500, fps_loop_prefix=2500, batch_points=4000, forward_points=20_000, forward_warm=False,
+              repeats=1)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------- the points
@@ -648,13 +649,8 @@ def plot(result: dict, path: Path) -> Path:
     guide = knn[0]["fast_s"] * ns * np.log(ns) / (ns[0] * math.log(ns[0]))
     ax.plot(ns, guide, ":", color="0.4", label="∝ N log N through the first point")
     for r in knn:
-        ax.annotate(
-            f"×{r['speedup']:.0f}",
-            (r["n"], r["brute_s"]),
-            textcoords="offset points",
-            xytext=(4, 4),
-            fontsize=8,
-        )
+        ax.annotate(f"×{r['speedup']:.0f}", (r["n"], r["brute_s"]), textcoords="offset points", xytext=(-6, 5),
+                    ha="right", fontsize=8)  # fmt: skip
     ax.set(xscale="log", yscale="log", xlabel="points N (log scale)", ylabel="seconds for all N queries (log scale)",
            title=f"kNN, k = {result['knn']['k']} (fitted exponent {result['summary']['knn_time_exponent']:.2f})")  # fmt: skip
     _legend_below(ax, 1)
@@ -682,7 +678,7 @@ def plot(result: dict, path: Path) -> Path:
     ax.bar(x, [r["sparse_s"] + r["kernel_map_s"] for r in sparse], 0.27, label="sparse + kernel map build")
     ax.bar(x + 0.27, [r["dense_s"] for r in sparse], 0.27, label="dense conv3d")
     ax.set(yscale="log", xticks=x, xticklabels=groups, ylabel="seconds per forward (log scale)",
-           xlabel="occupancy, stride", title=f"Sparse vs dense: time, {grid_title}")  # fmt: skip
+           xlabel="occupancy, stride", title=f"Sparse vs dense: time\n{grid_title}")  # fmt: skip
     _legend_below(ax, 3)
     ax = axes[1, 0]
     if all("sparse_memory_mb" in r for r in sparse):
@@ -691,7 +687,7 @@ def plot(result: dict, path: Path) -> Path:
         )
         ax.bar(x + 0.2, [r["dense_memory_mb"] for r in sparse], 0.4, label="dense (grid + conv3d)")
     ax.set(xticks=x, xticklabels=groups, ylabel="resident-set growth (MB)", xlabel="occupancy, stride",
-           title="Sparse vs dense: memory beyond the sparse input")  # fmt: skip
+           title=f"Sparse vs dense: memory beyond the sparse input\n{grid_title}")  # fmt: skip
     _legend_below(ax)
     # share of a training step
     ax = axes[1, 1]
@@ -708,7 +704,7 @@ def plot(result: dict, path: Path) -> Path:
         yticks=y,
         yticklabels=labels,
         xlabel="seconds per training step",
-        title=f"Point-op share of a step (2 clouds × {result['share']['clouds'][0]:,} pts, embedded models)",
+        title=f"Point-op share of a training step\n(2 clouds × {result['share']['clouds'][0]:,} points, embedded models)",
     )
     ax.set_xlim(0, max(hi + si for hi, si in zip(h, s)) * 1.18)
     _legend_below(ax, 1)
@@ -726,7 +722,9 @@ def plot(result: dict, path: Path) -> Path:
                     ha="center", va="bottom", fontsize=8)  # fmt: skip
         ax.set_ylim(0, max(a + b for a, b in zip(fh, ff)) * 1.3)
         ax.set(xticks=xb, xticklabels=[NAMES[r["backbone"]] + " + Retro-FPN" for r in forward])
-        ax.set_title(f"Paper-scale forward, {forward[0]['points']:,} points, no grad")
+        ax.set_title(
+            f"Paper-scale forward, {forward[0]['points']:,} points, no grad\n(target: peak memory under 4 GB)"
+        )
         _legend_below(ax)
     else:
         ax.set_title("Paper-scale forward: skipped in this run")
