@@ -268,7 +268,9 @@ class SparseConv3d(nn.Module):
             if same:
                 out = out + x.feat @ self.weight[o]
             elif len(rows_in):
-                out.index_add_(0, rows_out, x.feat[rows_in] @ self.weight[o])  # gather, GEMM, scatter
+                # gather, GEMM, scatter; under autocast the GEMM is float16 / bfloat16 and the sum stays in
+                # the features' dtype
+                out.index_add_(0, rows_out, (x.feat[rows_in] @ self.weight[o]).to(out.dtype))
         if self.bias is not None:
             out = out + self.bias
         return SparseTensor(out, out_stride, x.cm)

@@ -213,12 +213,13 @@ def epoch_record(
     seconds: float,
     val_seconds: float,
     extra: dict,
+    device: torch.device,
 ) -> dict[str, Any]:
     """One ``metrics.jsonl`` line: losses averaged over the steps (and the ranks), lr, validation, speed."""
     n = max(stats["steps"], 1)
     losses = torch.tensor([stats["loss"], *(stats["levels"].tolist() if stats["levels"] is not None else [])],
                           dtype=torch.float64) / n  # fmt: skip
-    losses = all_reduce_mean(losses)
+    losses = all_reduce_mean(losses.to(device)).cpu()  # NCCL reduces CUDA tensors only
     record: dict[str, Any] = {
         "epoch": epoch,
         "step": stats["step"],
@@ -311,7 +312,7 @@ def train(
                 extra["val_time_s"] += val_seconds
             if scaler is not None:
                 extra["grad_scaler"] = scaler.state_dict()
-            record = epoch_record(epoch + 1, stats, val, seconds, val_seconds, extra)
+            record = epoch_record(epoch + 1, stats, val, seconds, val_seconds, extra, info.device)
             # without validation scenes the latest epoch is the best
             score = val["miou"] if val is not None else (float(epoch + 1) if val_ds is None else None)
             run.end_epoch(record, score, model=model, optimizer=opt, scheduler=sched)

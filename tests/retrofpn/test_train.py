@@ -224,6 +224,24 @@ def test_sync_batchnorm_keeps_the_layouts_and_the_function(tmp_path, backbone):
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(outs[0][1], outs[1][1]))
 
 
+@pytest.mark.parametrize("backbone", ["pt", "ptv2", "minkunet"])
+def test_every_backbone_trains_under_autocast(tmp_path, backbone):
+    """train.amp runs the step under float16 autocast on CUDA; bfloat16 autocast on the CPU applies the same
+    op policy (GEMMs in low precision, BatchNorm / softmax / CE in float32), so dtype mismatches show here."""
+    cfg = config_from_dict(RetrofpnConfig, tiny_config(tmp_path, backbone))
+    from retrofpn.data import SceneDataset, collate
+
+    model = Segmentor(cfg.model)
+    ds = SceneDataset(cfg.data, "train", seed=0)
+    batch = HierarchyHook(cfg.model, 0)(collate([ds[0], ds[1]]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch)
+        loss, levels = model.loss(out, batch["segment"])
+    loss.backward()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and len(levels) == 5
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 def test_progress_lines_every_log_every_steps(tmp_path):
     lines: list[str] = []
     handler = logging.Handler()
