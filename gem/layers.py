@@ -57,7 +57,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x (B, H, T, D) rotated by the (T, D) tables."""
-    return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
+    if cos.dtype != x.dtype:  # half precision under autocast; skip the no-op cast calls otherwise
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return x * cos + rotate_half(x) * sin
 
 
 class CausalSelfAttention(nn.Module):
@@ -77,11 +79,11 @@ class CausalSelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """x (B, T, C) -> (B, T, C) and the updated cache (keys, values), each (B, H, P + T, D)."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=-1)
-        q, k, v = (
-            t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v)
-        )  # (B, H, T, D)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        H = self.n_heads
+        qkv = self.qkv(x).view(B, T, 3 * H, self.head_dim).transpose(1, 2)  # (B, 3H, T, D): q, k, v heads
+        # q and k rotated in one pass (the same elementwise ops as one call each, half the calls)
+        q, k = apply_rope(qkv[:, : 2 * H], cos, sin).split(H, dim=1)  # (B, H, T, D) each
+        v = qkv[:, 2 * H :]
         if past is not None:
             k = torch.cat([past[0], k], dim=2)  # (B, H, P + T, D)
             v = torch.cat([past[1], v], dim=2)

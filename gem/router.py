@@ -101,6 +101,8 @@ class Routing:
 def _routing_precision(x: torch.Tensor) -> torch.Tensor:
     """At least float32 (as HF Mixtral's router softmax): under bf16 autocast the threshold rule would
     otherwise compare sums of 8-bit-mantissa probabilities with tau."""
+    if x.dtype in (torch.float32, torch.float64):
+        return x  # already: skip the (no-op) cast call, one of many small calls a batch-1 forward pays for
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
@@ -161,6 +163,14 @@ def select_paths(
     (the threshold is then irrelevant); one code path for both keeps SCAR and the MoE ablation identical
     apart from the router and k.
     """
+    experts, weights, k, _ = _select_paths(probs, threshold, k_min, k_max)
+    return experts, weights, k
+
+
+def _select_paths(
+    probs: torch.Tensor, threshold: float, k_min: int, k_max: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``select_paths`` and the (N, k_max) bool mask of the active ranks, which the dispatch needs too."""
     # topk over all E is a full descending sort that exports to ONNX TopK (a stable sort does not export);
     # exact ties between float probabilities are broken by topk's implementation.
     sorted_p, order = probs.topk(probs.shape[-1], dim=-1)  # (N, E)
@@ -170,8 +180,8 @@ def select_paths(
     k = (1 + (mass[:, :-1] < threshold).sum(-1)).clamp(k_min, k_max)  # (N,)
     top_p, top_e = sorted_p[:, :k_max], order[:, :k_max]
     active = torch.arange(k_max, device=probs.device)[None, :] < k[:, None]  # (N, k_max)
-    top_p = torch.where(active, top_p, torch.zeros_like(top_p))
-    return top_e, top_p / top_p.sum(-1, keepdim=True), k
+    top_p = top_p * active  # probabilities are finite: exactly the where(active, p, 0) of the definition
+    return top_e, top_p / top_p.sum(-1, keepdim=True), k, active
 
 
 def load_balancing_loss(
@@ -227,8 +237,7 @@ class RoutedFFN(nn.Module):
         mask = None if token_mask is None else token_mask.reshape(B * T)
         probs, logits = self.router(x)  # (N, E), (N, R | E)
         # experts, weights (N, k_max) and k (N,)
-        experts, weights, k = select_paths(probs, self.threshold, self.k_min, self.k_max)
-        active = torch.arange(self.k_max, device=h.device)[None, :] < k[:, None]  # (N, k_max)
+        experts, weights, k, active = _select_paths(probs, self.threshold, self.k_min, self.k_max)
         if torch.compiler.is_exporting():
             dispatch = self._dispatch_per_path
         elif x.shape[0] <= FEW_TOKENS:
@@ -252,9 +261,9 @@ class RoutedFFN(nn.Module):
         order = order[: flat.numel() - counts[n_exp]]  # (A,) active assignments, grouped by path
         token = order.div(k_max, rounding_mode="floor")  # (A,) row of each assignment
         rows = x.index_select(0, token)  # (A, C): every routed row, gathered once
-        outs = [
-            expert(seg) for expert, seg in zip(self.experts, rows.split(counts[:n_exp]))
-        ]  # path e: its rows only
+        segments = rows.split(counts[:n_exp])
+        # path e on its rows only; a path that no token chose does not run at all
+        outs = [expert(seg) for expert, seg, n in zip(self.experts, segments, counts) if n]
         out = torch.cat(outs) * weights.reshape(-1).index_select(0, order)[:, None]  # (A, C)
         # autocast may have run the experts in half precision; accumulate in the input's dtype
         return torch.zeros_like(x).index_add_(0, token, out.to(x.dtype))
