@@ -276,8 +276,10 @@ def _in_process(fn, *args, threads: int = 1, **kwargs):
     return fn(*args, **kwargs)  # the fresh-process helper, minus the interpreter start (seconds per call)
 
 
-def tiny_run(tmp_path, monkeypatch, runtimes: list[str], quick: bool = True) -> dict:
+def tiny_run(tmp_path, monkeypatch, runtimes: list[str], quick: bool = False) -> dict:
     monkeypatch.setattr(bench, "in_fresh_process", _in_process)
+    # building and quantising the 25M-parameter paper-scale model takes seconds; its size is context only
+    monkeypatch.setattr(bench, "paper_scale_int8_size_mb", lambda: {"params": 1, "eager_int8_state_mb": 1.0})
     out = tmp_path / "gem.json"
     argv = ["--set", *TINY, "--seq-len", "24", "--new-tokens", "4", "--train-steps", "2", "--repeats", "3"]
     argv += ["--decode-repeats", "1", "--out", str(out), "--runtimes", *runtimes] + (
@@ -319,13 +321,18 @@ def test_a_tiny_eager_run_writes_every_section_and_the_png(tmp_path, monkeypatch
     assert dec["median_tokens_per_s"] == 4 / dec["median_s"]
     mem = result["peak_memory_mb"]["eager_int8"]["scar"]
     assert mem["peak_mb"] >= max(mem["load_mb"], 0.0) - 1e-9
-    shares = result["eager_breakdown_ms"]["scar"]["shares"]
+    assert result["setup"]["skipped"] == []
+    shares = result["eager_breakdown_ms"]["scar_eager_int8"]["shares"]
     assert abs(sum(shares.values()) - 1) < 1e-9 and "dispatch_overhead" in shares
+    pieces = result["eager_breakdown_ms"]
+    assert result["ratios"]["eager_fp32"]["dense_total_over_scar"]["sum_of_pieces"] == (
+        pieces["dense_total_eager_fp32"]["sum_of_pieces"] / pieces["scar_eager_fp32"]["sum_of_pieces"]
+    )
 
 
 @pytest.mark.slow
 def test_a_tiny_run_with_onnx_runtime_checks_the_graphs(tmp_path, monkeypatch) -> None:
-    result = tiny_run(tmp_path, monkeypatch, list(bench.RUNTIMES), quick=False)
+    result = tiny_run(tmp_path, monkeypatch, list(bench.RUNTIMES))
     assert set(result["latency_ms"]) == set(bench.RUNTIMES)
     sparsity = result["sparsity"]
     assert sparsity["exported_graphs_sparse"] is True
