@@ -346,7 +346,9 @@ def surface_voxels(grid: int, occupancy: float, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(chosen)).long()
 
 
-def _sparse_setup(grid: int, occupancy: float, channels: int, stride: int, seed: int = 0):
+def _sparse_setup(
+    grid: int, occupancy: float, channels: int, stride: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, SparseConv3d, torch.Tensor]:
     """Active voxels, their features and one conv's weights; the same for the sparse and the dense path."""
     torch.manual_seed(seed)
     coords = surface_voxels(grid, occupancy, seed)
