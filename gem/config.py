@@ -166,16 +166,17 @@ def paper_scale_model_config(**overrides: object) -> ModelConfig:
 class TrainConfig:
     """One training run: a mixture of domains (LM blocks + each domain's classification task), optimiser, run.
 
-    An "epoch" here is ``steps_per_epoch`` optimiser steps, the validation interval; each step draws one batch
-    of LM blocks (domains sampled with p_d proportional to n_d ** sampling_alpha, n_d = the domain's training
-    LM blocks) and one batch of one classification task (tasks sampled likewise by their training examples).
+    An "epoch" here is ``steps_per_epoch`` optimiser steps, the validation interval; each step draws a batch of
+    LM blocks (each row's domain sampled with p_d proportional to n_d ** sampling_alpha, n_d = the domain's
+    training LM blocks) and a batch of task examples (each example's task sampled likewise by the tasks'
+    training examples).
 
     Attributes:
         seed: seed of python, numpy and torch (the rank is added under DDP) and of every step's batch draw
         epochs: number of validation intervals ("epochs" of steps_per_epoch steps)
         steps_per_epoch: optimiser steps between validations (0 = one pass over the trained domains' LM blocks)
         lm_batch_size: LM blocks of data.context_len tokens per step, per process under DDP (0 = no LM loss)
-        cls_batch_size: examples of one classification task per step, per process under DDP (0 = no task loss)
+        cls_batch_size: task examples per step (mixed over the tasks), per process under DDP (0 = no task loss)
         cls_weight: lambda, the mixing weight of L = L_LM + lambda * L_cls + routing losses
         sampling_alpha: exponent of the domain / task sampling p ~ n ** alpha (0 = uniform, 1 = by size)
         domains: domains to train on; [] = every training domain of the suite (all but data.held_out_domain)
@@ -193,10 +194,10 @@ class TrainConfig:
     """
 
     seed: int = 0
-    epochs: int = 4
-    steps_per_epoch: int = 150
+    epochs: int = 3
+    steps_per_epoch: int = 140
     lm_batch_size: int = 8
-    cls_batch_size: int = 16
+    cls_batch_size: int = 24
     cls_weight: float = 1.0
     sampling_alpha: float = 0.5
     domains: list[str] = field(default_factory=list)

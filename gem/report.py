@@ -329,14 +329,16 @@ def models_section(rep: Report, metrics: dict[str, Any]) -> None:
         rows.append([m["label"], m["group"], rs[0]["params"], f"{mean(active):,.0f}", seeds_note(metrics, key),
                      rs[0].get("steps", "—")])  # fmt: skip
     rep.table(["model", "group", "parameters", "active params / token", "seeds", "steps"], rows)
+    sizes = ", ".join(f"seed {s}: d_ff {d} at mean k {metrics['scar_mean_k'][s]:.3f}"
+                      for s, d in metrics["dense_d_ff"].items())  # fmt: skip
     rep.text(
         f"The dense generalist's FFN width is chosen so its parameters equal SCAR-GEM's active parameters per "
         f"token at the mean k SCAR-GEM measured on the test text of the same seed "
-        f"(`gem.model.dense_equal_active_compute`): d_ff per seed {metrics['dense_d_ff']} at mean k "
-        f"{ {s: round(k, 3) for s, k in metrics['scar_mean_k'].items()} }. Specialists are fine-tuned from the "
-        "dense generalist of their seed on one training domain (its LM text and task); distilled specialists add "
+        f"(`gem.model.dense_equal_active_compute`; {sizes}). Specialists are fine-tuned from the dense "
+        "generalist of their seed on one training domain (its LM text and task); distilled specialists add "
         f"α T² KL(teacher ‖ student) with the frozen generalist as teacher (α = {metrics['setup']['alpha']}, "
-        f"T = {metrics['setup']['temperature']})."
+        f"T = {metrics['setup']['temperature']}). Rows with fewer seeds than the generalists (the MoE, the "
+        "architecture and post-training variants) were cut to fit the time budget."
     )
 
 

@@ -8,8 +8,9 @@
 GEM (arXiv 2503.22698) gives no training recipe (the authors' ``gem_trainer.py`` fine-tunes a BERT classifier
 with AdamW 2e-5, 100 warm-up steps, batch 16, 3 epochs), so the objective and schedule are ours:
 
-- every step draws one batch of LM blocks (domains sampled with p_d ~ n_d ** ``train.sampling_alpha``, n_d
-  the domain's training blocks) and one batch of one classification task (tasks sampled likewise), and
+- every step draws a batch of LM blocks (each row's domain sampled with p_d ~ n_d ** ``train.sampling_alpha``,
+  n_d the domain's training blocks) and a batch of task examples (each example's task sampled likewise by
+  the tasks' training examples; one classification pass per task present), and
   minimises  L = L_LM + lambda L_cls + w_bal L_bal + w_z L_z  (``train.cls_weight`` = lambda; the routing
   losses of gem/router.py averaged over the two forwards);
 - with a teacher (``distill``): L_LM and L_cls each get + alpha T^2 KL(teacher || student)
@@ -73,13 +74,14 @@ BETAS = (0.9, 0.95)  # nanoGPT / GPT-3's AdamW betas for small LMs
 
 # ----------------------------------------------------------------------------------------- the mixture
 def trained_domains(cfg: GemConfig, suite: Suite) -> list[str]:
-    """``train.domains`` checked against the suite ([] = the training domains, all but the held-out one)."""
+    """``train.domains`` checked against the suite; [] = the training domains (all but the held-out one) and
+    the benchmark tasks of ``data.extra_tasks`` that name no domain (each is its own domain)."""
     extra = sorted({task_domain(suite.task(t)) for t in suite.task_names} - set(suite.domains))
     valid = [*suite.domains, *extra]
     for d in cfg.train.domains:
         if d not in valid:
             raise ConfigError(f"train.domains: unknown domain '{d}'; the suite has {', '.join(valid)}")
-    return list(cfg.train.domains) or suite.training_domains
+    return list(cfg.train.domains) or [*suite.training_domains, *extra]
 
 
 def trained_tasks(suite: Suite, domains: Sequence[str]) -> list[str]:
@@ -164,39 +166,45 @@ class EpochPlan:
     Attributes:
         lm_domain: (steps, B_lm * world) index into TrainData.lm_domains
         lm_block: (steps, B_lm * world) block index within that domain
-        task: (steps,) index into TrainData.tasks
-        example: (steps, B_cls * world) example index within that task
+        cls_task: (steps, B_cls * world) index into TrainData.tasks, one per example
+        cls_example: (steps, B_cls * world) example index within that task
     """
 
     lm_domain: np.ndarray
     lm_block: np.ndarray
-    task: np.ndarray
-    example: np.ndarray
+    cls_task: np.ndarray
+    cls_example: np.ndarray
+
+    @property
+    def steps(self) -> int:
+        return self.lm_domain.shape[0]
 
 
 def draw_epoch(cfg: GemConfig, data: TrainData, epoch: int, steps: int, world: int) -> EpochPlan:
-    """The epoch's batches from (seed, epoch) alone: a resumed run draws the same ones."""
+    """The epoch's batches from (seed, epoch) alone: a resumed run draws the same ones.
+
+    Each LM row picks its domain and each task example its task independently, so every step updates
+    (almost) every task head instead of one task every len(tasks) steps."""
     rng = np.random.default_rng([cfg.train.seed, epoch])
     n_lm, n_cls = cfg.train.lm_batch_size * world, cfg.train.cls_batch_size * world
     empty = np.zeros((steps, 0), dtype=np.int64)
-    lm_domain, lm_block = empty, empty
+    lm_domain, lm_block, cls_task, cls_example = empty, empty, empty, empty
     if data.lm_domains:
         lm_domain = rng.choice(len(data.lm_domains), size=(steps, n_lm), p=data.p_lm)
         lm_block = (rng.random((steps, n_lm)) * np.asarray(data.lm_blocks)[lm_domain]).astype(np.int64)
-    task, example = np.zeros(steps, dtype=np.int64), empty
     if data.tasks:
-        task = rng.choice(len(data.tasks), size=steps, p=data.p_task)
-        sizes = np.asarray([len(c) for c in data.cls])[task][:, None]
-        example = (rng.random((steps, n_cls)) * sizes).astype(np.int64)
-    return EpochPlan(lm_domain, lm_block, task, example)
+        cls_task = rng.choice(len(data.tasks), size=(steps, n_cls), p=data.p_task)
+        sizes = np.asarray([len(c) for c in data.cls])[cls_task]
+        cls_example = (rng.random((steps, n_cls)) * sizes).astype(np.int64)
+    return EpochPlan(lm_domain, lm_block, cls_task, cls_example)
 
 
 def step_batch(
     cfg: GemConfig, data: TrainData, plan: EpochPlan, i: int, info: DistInfo, pad_id: int
 ) -> dict[str, Any]:
-    """This rank's LM blocks (B, T + 1) and classification batch of step ``i``."""
+    """This rank's LM blocks (B, T + 1) and its task examples of step ``i``, grouped by task (one head each)."""
     T, t = cfg.data.context_len, cfg.train
-    batch: dict[str, Any] = {"lm": None, "cls": None, "task": None}
+    batch: dict[str, Any] = {"lm": None, "cls": []}
     if data.lm_domains:
         cols = slice(info.rank * t.lm_batch_size, (info.rank + 1) * t.lm_batch_size)
         rows = [
@@ -206,10 +214,17 @@ def step_batch(
         batch["lm"] = torch.stack(rows)  # (B, T + 1)
     if data.tasks:
         cols = slice(info.rank * t.cls_batch_size, (info.rank + 1) * t.cls_batch_size)
-        ds = data.cls[plan.task[i]]
-        batch["cls"] = collate_classification([ds[int(j)] for j in plan.example[i, cols]], pad_id)
-        batch["task"] = data.tasks[plan.task[i]]
+        tasks, examples = plan.cls_task[i, cols], plan.cls_example[i, cols]
+        for k in sorted(set(tasks.tolist())):
+            items = [data.cls[k][int(j)] for j in examples[tasks == k]]
+            batch["cls"].append((data.tasks[k], collate_classification(items, pad_id)))
     return batch
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    lm = batch["lm"].to(device) if batch["lm"] is not None else None
+    cls = [(task, {k: v.to(device) for k, v in c.items()}) for task, c in batch["cls"]]
+    return {"lm": lm, "cls": cls}
 
 
 # ------------------------------------------------------------------------------------------ objective
@@ -217,7 +232,9 @@ class MixtureObjective(nn.Module):
     """L = L_LM (+ alpha T^2 KL) + lambda (L_cls (+ alpha T^2 KL)) + w_bal L_bal + w_z L_z in ONE forward.
 
     One module call per step, so DistributedDataParallel sees one forward per backward even though the LM
-    and the classification batch are two passes through the model. Teacher logits come in precomputed.
+    batch and each task's examples are separate passes through the model. L_cls is the mean over the step's
+    task examples (each task's mean weighted by its share); the routing losses are averaged over the passes.
+    Teacher logits come in precomputed (None: no distillation of that batch).
     """
 
     def __init__(self, model: GemLM, cfg: GemConfig):
@@ -229,10 +246,9 @@ class MixtureObjective(nn.Module):
     def forward(
         self,
         lm: torch.Tensor | None,
-        cls: dict[str, torch.Tensor] | None,
-        task: str | None,
+        cls: list[tuple[str, dict[str, torch.Tensor]]],
         teacher_lm: torch.Tensor | None = None,
-        teacher_cls: torch.Tensor | None = None,
+        teacher_cls: list[torch.Tensor | None] | None = None,
     ) -> dict[str, torch.Tensor]:
         m, terms = self.model, {}
         total, bal, z = 0.0, [], []
@@ -248,17 +264,23 @@ class MixtureObjective(nn.Module):
             total = total + loss
             bal.append(out.balance_loss)
             z.append(out.z_loss)
-        if cls is not None:
-            out_c = m.classify(cls["input_ids"], cls["lengths"], task, cls["labels"])
-            terms["ce"] = out_c.ce_loss
-            loss = out_c.ce_loss
-            if teacher_cls is not None:
-                loss = knowledge_preservation_loss(
-                    loss, out_c.logits, teacher_cls, self.alpha, self.temperature
-                )
-            total = total + self.cls_weight * loss
-            bal.append(out_c.balance_loss)
-            z.append(out_c.z_loss)
+        if cls:
+            n = sum(c["labels"].shape[0] for _, c in cls)
+            ce_sum, obj_sum = 0.0, 0.0
+            for g, (task, c) in enumerate(cls):
+                out_c = m.classify(c["input_ids"], c["lengths"], task, c["labels"])
+                share = c["labels"].shape[0] / n
+                loss = out_c.ce_loss
+                if teacher_cls is not None and teacher_cls[g] is not None:
+                    loss = knowledge_preservation_loss(
+                        loss, out_c.logits, teacher_cls[g], self.alpha, self.temperature
+                    )
+                ce_sum = ce_sum + share * out_c.ce_loss
+                obj_sum = obj_sum + share * loss
+                bal.append(out_c.balance_loss)
+                z.append(out_c.z_loss)
+            terms["ce"] = ce_sum
+            total = total + self.cls_weight * obj_sum
         aux_bal, aux_z = torch.stack(bal).mean(), torch.stack(z).mean()
         terms["loss"] = total + m.cfg.balance_loss_weight * aux_bal + m.cfg.z_loss_weight * aux_z
         return terms
@@ -279,14 +301,15 @@ class Teacher:
     targets: str
 
     @torch.no_grad()
-    def logits(self, batch: dict[str, Any], device: torch.device, amp: bool) -> tuple[Any, Any]:
-        lm = cls = None
+    def logits(self, batch: dict[str, Any], device: torch.device, amp: bool) -> tuple[Any, list[Any]]:
+        """Teacher LM logits (B, T, V) of the LM batch and class logits per task group (None: not distilled)."""
+        lm, cls = None, []
         with autocast(device, amp):
             if batch["lm"] is not None and self.targets in ("both", "lm"):
                 lm = self.model(batch["lm"][:, :-1]).logits
-            if batch["cls"] is not None and self.targets in ("both", "cls") and batch["task"] in self.tasks:
-                c = batch["cls"]
-                cls = self.model.classify(c["input_ids"], c["lengths"], batch["task"]).logits
+            for task, c in batch["cls"]:
+                use = self.targets in ("both", "cls") and task in self.tasks
+                cls.append(self.model.classify(c["input_ids"], c["lengths"], task).logits if use else None)
         return lm, cls
 
 
@@ -382,20 +405,17 @@ def train_epoch(
     pad_id: int,
     desc: str,
 ) -> tuple[dict[str, float], int]:
-    """One epoch of ``len(plan.task)`` steps; the mean loss terms and the step counter after it."""
-    steps = len(plan.task)
+    """One epoch of ``plan.steps`` steps; the mean loss terms and the step counter after it."""
+    steps = plan.steps
     progress = StepProgress(steps, desc, run.log, run.info.rank, log_every=cfg.train.log_every)
     sums: dict[str, float] = {}
     device = run.device
     try:
         for i in range(steps):
-            batch = step_batch(cfg, data, plan, i, run.info, pad_id)
-            lm = batch["lm"].to(device) if batch["lm"] is not None else None
-            cls = {k: v.to(device) for k, v in batch["cls"].items()} if batch["cls"] is not None else None
-            moved = {"lm": lm, "cls": cls, "task": batch["task"]}
-            t_lm, t_cls = teacher.logits(moved, device, cfg.train.amp) if teacher else (None, None)
+            batch = to_device(step_batch(cfg, data, plan, i, run.info, pad_id), device)
+            t_lm, t_cls = teacher.logits(batch, device, cfg.train.amp) if teacher else (None, None)
             with autocast(device, cfg.train.amp):
-                terms = objective(lm, cls, batch["task"], t_lm, t_cls)
+                terms = objective(batch["lm"], batch["cls"], t_lm, t_cls)
             loss = optimizer_step(
                 terms["loss"], opt, step, nan_at_step=cfg.train.nan_at_step, grad_clip=cfg.train.grad_clip
             )
@@ -403,8 +423,8 @@ def train_epoch(
             step += 1
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + (loss if k == "loss" else float(v.detach()))
-            n = (0 if lm is None else lm.shape[0]) + (0 if cls is None else cls["labels"].shape[0])
-            progress.update(loss, n)
+            n_lm = 0 if batch["lm"] is None else batch["lm"].shape[0]
+            progress.update(loss, n_lm + sum(c["labels"].shape[0] for _, c in batch["cls"]))
     finally:
         progress.close()
     means = {k: all_reduce_mean(torch.tensor(v / steps, dtype=torch.float64)).item() for k, v in sums.items()}
