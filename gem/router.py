@@ -265,8 +265,9 @@ class RoutedFFN(nn.Module):
         # path e on its rows only; a path that no token chose does not run at all
         outs = [expert(seg) for expert, seg, n in zip(self.experts, segments, counts) if n]
         out = torch.cat(outs) * weights.reshape(-1).index_select(0, order)[:, None]  # (A, C)
-        # autocast may have run the experts in half precision; accumulate in the input's dtype
-        return torch.zeros_like(x).index_add_(0, token, out.to(x.dtype))
+        if out.dtype != x.dtype:  # autocast may have run the experts in half precision
+            out = out.to(x.dtype)
+        return torch.zeros_like(x).index_add_(0, token, out)
 
     def _dispatch_few(
         self, x: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor, active: torch.Tensor
