@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from gem.data import sources as S
+import gem.data.sources as S
 from gem.data.adapters import SPLITS, Example, TaskData, assign_splits, read_jsonl_rows, read_task_file
 from gem.data.config import DataConfig
 from shared.errors import DataError
