@@ -86,14 +86,12 @@ class SequenceProxies(nn.Module):
 
     def forward(self, S: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
         if self.mode == "per_behaviour":
-            proxies = []
-            for S_a, mask in zip(S, masks):
-                m = mask.unsqueeze(-1).to(S_a.dtype)  # (B, n_a, 1)
-                pooled = (self.phi_seq(S_a) * m).sum(1)  # (B, d)
-                if self.pool == "mean":
-                    pooled = pooled / m.sum(1).clamp(min=1)
-                proxies.append(pooled)
-            return torch.stack(proxies, dim=1)  # (B, F, d)
+            # phi_seq is linear: sum_t (W s_t + b) = W (sum_t s_t) + n_a b, pooled before projecting (the
+            # padded rows of S_a are zero, see FeatureEmbedding), so the cost is O(F d^2), not O(L d^2)
+            sums = torch.stack([S_a.sum(1) for S_a in S], dim=1)  # (B, F, d)
+            counts = torch.stack([m.sum(1) for m in masks], dim=1).unsqueeze(-1).to(sums.dtype)  # (B, F, 1)
+            pooled = F.linear(sums, self.phi_seq.weight) + counts * self.phi_seq.bias
+            return pooled / counts.clamp(min=1) if self.pool == "mean" else pooled  # (B, F, d)
         H = self.phi_seq(torch.cat(S, dim=1))  # (B, L, d)
         mask = torch.cat(masks, dim=1)  # (B, L)
         has_item = mask.any(dim=1, keepdim=True)  # (B, 1); an empty history gives zero proxies, not NaN
@@ -104,33 +102,136 @@ class SequenceProxies(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Multi-head CA(Q, K, V=K) with a key mask; a query whose keys are all masked gets zeros."""
+    """Multi-head CA(Q, K, V=K) with a key mask; a query whose keys are all masked gets zeros.
+
+    Holds W_Q, W_K, W_V, W_O; computed from the query side by ``cross_attention_sums`` (every CA of a block
+    in a few batched calls). ``reference.cross_attention_sdpa`` is the usual key-projecting formulation.
+    """
 
     def __init__(self, d: int, n_heads: int, dropout: float):
         super().__init__()
         self.h = n_heads
-        self.w_q, self.w_k, self.w_v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        # no key bias: Q_h b_K,h is the same for every key and cancels in the softmax (it could never learn)
+        self.w_q, self.w_k, self.w_v = nn.Linear(d, d), nn.Linear(d, d, bias=False), nn.Linear(d, d)
         self.w_o = nn.Linear(d, d)
         self.dropout = dropout
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        B, n_q, d = q.shape
-        n_k = kv.shape[1]
-        Q = self.w_q(q).view(B, n_q, self.h, -1).transpose(1, 2)  # (B, h, n_q, d_k)
-        K = self.w_k(kv).view(B, n_k, self.h, -1).transpose(1, 2)  # (B, h, n_k, d_k)
-        V = self.w_v(kv).view(B, n_k, self.h, -1).transpose(1, 2)  # (B, h, n_k, d_k)
-        attn_mask = None
+        return cross_attention_sums({"q_k": self}, {"q": q}, {"k": (kv, mask)})["q"]
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The maps of the query-side formulation, per head h (W_X,h: the head's d_k rows of W_X):
+
+        A_h = W_K,h^T W_Q,h / sqrt(d_k) (d, d) and a_h = W_K,h^T b_Q,h / sqrt(d_k) (d,): q A_h^T + a_h is the
+        head's query in the key-input space; O_h = W_O[:, h] W_V,h (d, d) and o = W_O b_V + b_O (d,): the output
+        is sum_h ctx_h O_h^T + o for the attention-weighted raw keys ctx_h.
+        """
+        d = self.w_q.weight.shape[0]
+        h, dk = self.h, d // self.h
+        Wq, Wk, Wv = (w.weight.view(h, dk, d) for w in (self.w_q, self.w_k, self.w_v))  # (h, d_k, d)
+        A = torch.einsum("hke,hkf->hef", Wk, Wq) * dk**-0.5  # (h, d, d)
+        a = torch.einsum("hke,hk->he", Wk, self.w_q.bias.view(h, dk)) * dk**-0.5  # (h, d)
+        Ov = torch.einsum("dhk,hke->hde", self.w_o.weight.view(d, h, dk), Wv)  # (h, d, d)
+        return A, a, Ov, self.w_o(self.w_v.bias)
+
+
+class MaskedAttention(torch.autograd.Function):
+    """ctx = softmax(Q K^T, masked) K for (B, R, d) queries over (B, n_k, d) keys with a (B, n_k) key mask;
+    a sample without any key gets ctx = 0. The backward is written out so that the gradient of the keys is one
+    contiguous (B, n_k, d) tensor from two accumulated matmuls (autograd's makes a transposed one per matmul
+    and adds them: the largest cost of INFNet's step on CPU). ``attend`` below is the plain version."""
+
+    @staticmethod
+    def forward(ctx, Q: torch.Tensor, K: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        attn = _attention_weights(torch.bmm(Q, K.transpose(1, 2)), mask)  # (B, R, n_k)
+        ctx.save_for_backward(Q, K, attn)
+        return torch.bmm(attn, K)  # (B, R, d)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        Q, K, attn = ctx.saved_tensors
+        grad = grad.contiguous()
+        d_attn = torch.bmm(grad, K.transpose(1, 2))  # (B, R, n_k)
+        d_scores = attn * (d_attn - (d_attn * attn).sum(-1, keepdim=True))  # softmax backward; 0 where masked
+        d_K = torch.bmm(attn.transpose(1, 2), grad).baddbmm_(d_scores.transpose(1, 2), Q)  # (B, n_k, d)
+        return torch.bmm(d_scores, K), d_K, None
+
+
+def _softmax(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dim. Over a handful of keys (the M categorical or N_task task tokens) torch's CPU
+    kernel, vectorised along that dim, is ~5x slower than these elementwise ops, which run over all of them."""
+    if scores.shape[-1] > 32:
+        return torch.softmax(scores, dim=-1)
+    e = (scores - scores.amax(dim=-1, keepdim=True)).exp()
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def _attention_weights(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over the real keys; rows of samples without keys attend to everything (finite, no NaN), then
+    are zeroed."""
+    if mask is None:
+        return _softmax(scores)
+    has_key = mask.any(dim=1, keepdim=True)  # (B, 1)
+    scores = scores.masked_fill(~(mask | ~has_key).unsqueeze(1), float("-inf"))
+    return _softmax(scores) * has_key.unsqueeze(-1).to(scores.dtype)
+
+
+def attend(
+    Q: torch.Tensor, K: torch.Tensor, mask: torch.Tensor | None, dropout: float, training: bool
+) -> torch.Tensor:
+    """softmax(Q K^T) K with a key mask (B, R, d); attention dropout when training."""
+    if training and dropout > 0:
+        return torch.bmm(F.dropout(_attention_weights(torch.bmm(Q, K.transpose(1, 2)), mask), dropout), K)
+    return MaskedAttention.apply(Q, K, mask)
+
+
+def cross_attention_sums(
+    cas: dict[str, CrossAttention],
+    queries: dict[str, torch.Tensor],
+    keys: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
+) -> dict[str, torch.Tensor]:
+    """Every CA of a block, named "x_k" (query type x, key type k): {x: sum of the outputs of the CAs with
+    query x}, e.g. C~' - C~ = CA(C~, S) + CA(C~, T). ``queries[x]`` is (B, n_x, d), ``keys[k]`` = (tokens
+    (B, n_k, d), mask (B, n_k) or None).
+
+    The keys are never projected. Per head, Q_h K_h^T = (Q_h W_K,h) kv^T (W_K has no bias, see
+    ``CrossAttention``), and A (kv W_V,h^T + b_V,h) = (A kv) W_V,h^T + b_V,h since the rows of A sum to 1 (``CrossAttention.folded``). With few queries (proxies, task tokens) and many keys
+    (the L sequence tokens), that costs O(n_q L d) instead of the O(L d^2) of projecting every key, and all the
+    CAs over one key type share one attention call: its queries are the heads of every such CA stacked.
+    """
+    folded = {p: ca.folded() for p, ca in cas.items()}
+    by_query: dict[str, list[str]] = {}
+    for p in cas:
+        by_query.setdefault(p.split("_")[0], []).append(p)
+    qk = {}  # pair -> (B, h, n_x, d): its heads' queries in the key-input space
+    for x, pairs in by_query.items():
+        A = torch.cat([folded[p][0] for p in pairs])  # (H_x, d, d)
+        a = torch.cat([folded[p][1] for p in pairs])  # (H_x, d)
+        Qk = torch.einsum("bnf,hef->bhne", queries[x], A) + a[:, None, :]  # (B, H_x, n_x, d)
+        qk.update(zip(pairs, Qk.split([cas[p].h for p in pairs], dim=1)))
+    ctx, has_key = {}, {}
+    for k, (kv, mask) in keys.items():
+        pairs = [p for p in cas if p.split("_")[1] == k]
+        if not pairs:
+            continue
+        rows = torch.cat([qk[p].flatten(1, 2) for p in pairs], dim=1)  # (B, R, d)
+        first = cas[pairs[0]]
+        out = attend(rows, kv, mask, first.dropout, first.training)  # (B, R, d)
+        ctx.update(
+            (p, c.view_as(qk[p]))
+            for p, c in zip(pairs, out.split([qk[p][0, :, :, 0].numel() for p in pairs], 1))
+        )
         if mask is not None:
-            has_key = mask.any(dim=1)  # (B,)
-            # rows without any key attend to everything (finite) and are zeroed below: no NaN
-            attn_mask = (mask | ~has_key.unsqueeze(1))[:, None, None, :]  # (B, 1, 1, n_k)
-        out = F.scaled_dot_product_attention(
-            Q, K, V, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, h, n_q, d_k)
-        out = self.w_o(out.transpose(1, 2).reshape(B, n_q, d))  # (B, n_q, d)
-        if mask is not None:
-            out = out * has_key.view(B, 1, 1).to(out.dtype)
-        return out
+            has_key[k] = mask.any(dim=1).view(-1, 1, 1).to(kv.dtype)  # (B, 1, 1)
+    sums = {}
+    for x, pairs in by_query.items():
+        Ov = torch.cat([folded[p][2] for p in pairs])  # (H_x, d, d)
+        out = torch.einsum("bhne,hde->bnd", torch.cat([ctx[p] for p in pairs], dim=1), Ov)  # (B, n_x, d)
+        for p in pairs:  # the output bias o of each CA; zero, like its output, for a sample without keys
+            k = p.split("_")[1]
+            out = out + (folded[p][3] * has_key[k] if k in has_key else folded[p][3])
+        sums[x] = out
+    return sums
 
 
 def masked_mean(kv: torch.Tensor, mask: torch.Tensor | None, n_q: int) -> torch.Tensor:
@@ -195,11 +296,6 @@ class InfnetBlock(nn.Module):
     def _norm(self, name: str, x: torch.Tensor) -> torch.Tensor:
         return self.norms[name](x) if self.cfg.norm == "layernorm" and name in self.norms else x
 
-    def _ca(self, pair: str, q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        if self.cfg.use_cross_attention:
-            return self.cross[pair](q, kv, mask)
-        return masked_mean(kv, mask, q.shape[1])
-
     def forward(
         self,
         C: torch.Tensor,  # (B, M, d) categorical tokens
@@ -213,25 +309,28 @@ class InfnetBlock(nn.Module):
         """Returns the layer-(l+1) (C, S, T, C~, S~, T~); a part this block does not build is None."""
         plan, res, n = self.plan, self.cfg.residual, self._norm
         late = self.cfg.gate_uses == "layer_l_plus_1"
-        c, s = n("C", C), n("S", S)
-        t = n("T", T) if T is not None else None
-        # heterogeneous flow: every right-hand side uses layer-l tokens
+        # heterogeneous flow: every right-hand side uses layer-l tokens; all eight CAs in one fused call
+        query = {"t": n("T", T) if T is not None else None}
+        if plan.update_cat_seq_proxies:
+            query["cp"], query["sp"] = n("Cp", Cp), n("Sp", Sp)
+        if plan.update_shared:
+            query["tp"] = n("Tp", Tp)
+        keys = {"s": (n("S", S), s_mask), "c": (n("C", C), None), "t": (query["t"], None)}
+        if self.cfg.use_cross_attention:
+            upd = cross_attention_sums({p: self.cross[p] for p in self.pairs}, query, keys)
+        else:  # each CA(Q, K, K) is the mean of K; the sums per query type as above
+            upd = {}
+            for p in self.pairs:
+                x, k = p.split("_")
+                mean = masked_mean(*keys[k], query[x].shape[1])
+                upd[x] = upd[x] + mean if x in upd else mean
         Cp1 = Sp1 = Tp1 = T1 = None
         if plan.update_cat_seq_proxies:
-            cp, sp = n("Cp", Cp), n("Sp", Sp)
-            Cp1 = self._ca("cp_s", cp, s, s_mask)
-            Sp1 = self._ca("sp_c", sp, c, None)
-            if t is not None:
-                Cp1 = Cp1 + self._ca("cp_t", cp, t, None)
-                Sp1 = Sp1 + self._ca("sp_t", sp, t, None)
-            Cp1, Sp1 = (Cp + Cp1, Sp + Sp1) if res else (Cp1, Sp1)
+            Cp1, Sp1 = (Cp + upd["cp"], Sp + upd["sp"]) if res else (upd["cp"], upd["sp"])
         if plan.update_shared:
-            tp = n("Tp", Tp)
-            Tp1 = self._ca("tp_c", tp, c, None) + self._ca("tp_s", tp, s, s_mask)
-            Tp1 = Tp + Tp1 if res else Tp1
-        if t is not None:
-            T1 = self._ca("t_c", t, c, None) + self._ca("t_s", t, s, s_mask)  # T^ (B, N_task, d)
-            T1 = T + T1 if res else T1
+            Tp1 = Tp + upd["tp"] if res else upd["tp"]
+        if T is not None:
+            T1 = T + upd["t"] if res else upd["t"]  # T^ (B, N_task, d)
         # homogeneous flow: one gate per token type from that type's proxies, broadcast over its tokens
         C1, S1 = (C, S) if not self.cfg.use_pgu else (None, None)
         if plan.gate_cat_seq:

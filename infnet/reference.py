@@ -6,7 +6,11 @@ of the module they check (``ca.w_q``, ``pgu.gate``, ...), so an equality means t
 
 - ``cross_attention``: CA(Q, K, V) = softmax(Q W_Q (K W_K)^T / sqrt(d_k)) V W_V per sample and head over the
   real keys (arXiv 2508.11565v1 §3, heterogeneous flow); no real key -> zeros. Fast path:
-  ``model.CrossAttention`` (one masked ``scaled_dot_product_attention``).
+  ``model.fused_cross_attention`` (from the query side, the CAs over one key set together).
+- ``cross_attention_sdpa``: the same as one masked ``scaled_dot_product_attention`` on projected keys, and
+  ``infnet_block`` / ``infnet_forward``: INFNet's block and forward with one such call per CA and phi_seq
+  applied to every sequence token (the implementation before the fused fast path, kept unchanged so the
+  tests show the fast path computes the same function).
 - ``masked_mean``: the w/o-cross-attention stand-in (Table 3), the mean of the real keys.
 - ``sequence_proxies``: S~_a = sum_t phi_seq(s_{a,t}) over behaviour a's real items (or their mean), and
   the k attention-pooled proxies. Fast path: ``model.SequenceProxies``.
@@ -29,7 +33,13 @@ import torch
 import torch.nn.functional as F
 
 from infnet.baselines import DCNv2, HSTULayer, MMoE
-from infnet.model import CrossAttention, ProxyGatedUnit, SequenceProxies
+from infnet.model import (
+    CrossAttention,
+    INFNet,
+    InfnetBlock,
+    ProxyGatedUnit,
+    SequenceProxies,
+)
 
 
 def cross_attention(
@@ -51,6 +61,110 @@ def cross_attention(
             heads.append(att @ V[:, sl])
         out[b] = ca.w_o(torch.cat(heads, dim=-1))
     return out
+
+
+def cross_attention_sdpa(
+    ca: CrossAttention, q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """CA(Q, K, V=K): project every key and value, one masked ``scaled_dot_product_attention``."""
+    B, n_q, d = q.shape
+    n_k = kv.shape[1]
+    Q = ca.w_q(q).view(B, n_q, ca.h, -1).transpose(1, 2)  # (B, h, n_q, d_k)
+    K = ca.w_k(kv).view(B, n_k, ca.h, -1).transpose(1, 2)  # (B, h, n_k, d_k)
+    V = ca.w_v(kv).view(B, n_k, ca.h, -1).transpose(1, 2)  # (B, h, n_k, d_k)
+    attn_mask = None
+    if mask is not None:
+        has_key = mask.any(dim=1)  # (B,)
+        attn_mask = (mask | ~has_key.unsqueeze(1))[:, None, None, :]  # (B, 1, 1, n_k)
+    out = F.scaled_dot_product_attention(
+        Q, K, V, attn_mask=attn_mask, dropout_p=ca.dropout if ca.training else 0.0
+    )  # (B, h, n_q, d_k)
+    out = ca.w_o(out.transpose(1, 2).reshape(B, n_q, d))  # (B, n_q, d)
+    if mask is not None:
+        out = out * has_key.view(B, 1, 1).to(out.dtype)
+    return out
+
+
+def infnet_block(
+    block: InfnetBlock,
+    C: torch.Tensor,
+    S: torch.Tensor,
+    s_mask: torch.Tensor,
+    T: torch.Tensor | None,
+    Cp: torch.Tensor | None,
+    Sp: torch.Tensor | None,
+    Tp: torch.Tensor | None,
+) -> tuple[torch.Tensor | None, ...]:
+    """``InfnetBlock.forward`` with one ``cross_attention_sdpa`` per CA, in the order of the equations."""
+    plan, res, n = block.plan, block.cfg.residual, block._norm
+    late = block.cfg.gate_uses == "layer_l_plus_1"
+
+    def ca(pair: str, q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if block.cfg.use_cross_attention:
+            return cross_attention_sdpa(block.cross[pair], q, kv, mask)
+        return masked_mean(kv, mask, q.shape[1])
+
+    c, s = n("C", C), n("S", S)
+    t = n("T", T) if T is not None else None
+    Cp1 = Sp1 = Tp1 = T1 = None
+    if plan.update_cat_seq_proxies:
+        cp, sp = n("Cp", Cp), n("Sp", Sp)
+        Cp1 = ca("cp_s", cp, s, s_mask)
+        Sp1 = ca("sp_c", sp, c, None)
+        if t is not None:
+            Cp1 = Cp1 + ca("cp_t", cp, t, None)
+            Sp1 = Sp1 + ca("sp_t", sp, t, None)
+        Cp1, Sp1 = (Cp + Cp1, Sp + Sp1) if res else (Cp1, Sp1)
+    if plan.update_shared:
+        tp = n("Tp", Tp)
+        Tp1 = ca("tp_c", tp, c, None) + ca("tp_s", tp, s, s_mask)
+        Tp1 = Tp + Tp1 if res else Tp1
+    if t is not None:
+        T1 = ca("t_c", t, c, None) + ca("t_s", t, s, s_mask)
+        T1 = T + T1 if res else T1
+    C1, S1 = (C, S) if not block.cfg.use_pgu else (None, None)
+    if plan.gate_cat_seq:
+        C1 = block.pgu_cat(C, Cp1 if late else Cp)
+        S1 = block.pgu_seq(S, Sp1 if late else Sp)
+    if block.cfg.use_pgu and T1 is not None:
+        T1 = block.pgu_task(T1, Tp1 if late else Tp)
+    return C1, S1, T1, Cp1, Sp1, Tp1
+
+
+def _sequence_proxies_per_token(
+    sp: SequenceProxies, S: list[torch.Tensor], masks: list[torch.Tensor]
+) -> torch.Tensor:
+    """``SequenceProxies`` with phi_seq applied to every token before pooling (batched, not per sample)."""
+    if sp.mode != "per_behaviour":
+        return sp(S, masks)
+    proxies = []
+    for S_a, mask in zip(S, masks):
+        m = mask.unsqueeze(-1).to(S_a.dtype)  # (B, n_a, 1)
+        pooled = (sp.phi_seq(S_a) * m).sum(1)  # (B, d)
+        proxies.append(pooled / m.sum(1).clamp(min=1) if sp.pool == "mean" else pooled)
+    return torch.stack(proxies, dim=1)
+
+
+def infnet_forward(model: INFNet, batch: dict) -> torch.Tensor:
+    """``INFNet.forward`` through ``infnet_block`` and per-token phi_seq: logits (B, N_task)."""
+    C, S_list, masks = model.embedding(batch["cat"], batch["seq"])
+    B = C.shape[0]
+    Cp = Sp = Tp = T = None
+    if model.use_cat_seq_proxies:
+        Cp = model.cat_proxies(C)
+        Sp = _sequence_proxies_per_token(model.seq_proxies, S_list, masks)
+    S, s_mask = torch.cat(S_list, dim=1), torch.cat(masks, dim=1)
+    if model.use_shared:
+        Tp = model.shared_task_tokens.expand(B, -1, -1)
+    if model.cfg.use_task_tokens:
+        T = model.task_tokens.expand(B, -1, -1)
+    for block in model.blocks:
+        C, S, T, Cp, Sp, Tp = infnet_block(block, C, S, s_mask, T, Cp, Sp, Tp)
+    if T is not None:
+        out = model.final_norm(T)
+    else:
+        out = model.final_norm(Tp).flatten(1).unsqueeze(1).expand(-1, len(model.towers.towers), -1)
+    return model.towers(out)
 
 
 def masked_mean(kv: torch.Tensor, mask: torch.Tensor | None, n_q: int) -> torch.Tensor:

@@ -39,9 +39,13 @@ def make_optimizer(model: torch.nn.Module, cfg: InfnetConfig) -> torch.optim.Opt
     t = cfg.train
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    # the fused (single-kernel) update: several times faster than the per-tensor loop over INFNet's ~170
+    # small parameter tensors; torch has it on CPU and CUDA for Adam, on CPU only for Adagrad
+    devices = {p.device.type for p in model.parameters()}
+    fused = devices <= ({"cpu"} if t.optimizer == "adagrad" else {"cpu", "cuda"})
     if t.optimizer == "adagrad":
-        return torch.optim.Adagrad(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.Adagrad(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=fused)
+    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=fused)
 
 
 def train_epoch(

@@ -4,6 +4,7 @@ after a config change), early stop, NaN guard, config errors, failed starts, pro
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -54,13 +55,14 @@ def train(config: Path, *args: str) -> int:
 
 
 def test_train_writes_a_complete_run_folder_and_learns(tmp_path):
-    config = write_config(tmp_path, epochs=3)
+    # 5 epochs of 5 steps: from the 1e-4 embedding init (model.embed_init_std) the item ids need a few
+    config = write_config(tmp_path, epochs=5)
     assert train(config, "--run-dir", str(tmp_path / "run")) == 0
     run = tmp_path / "run"
     for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "test_metrics.json"):
         assert (run / name).is_file(), name
     records = read_metrics(run / "metrics.jsonl")
-    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5]
     assert {"val_click_auc", "val_like_gauc", "val_mean_logloss", "train_loss"} <= set(records[0])
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test"]["click_auc"] > 0.8  # item parity is learnable
@@ -68,8 +70,8 @@ def test_train_writes_a_complete_run_folder_and_learns(tmp_path):
     cfg = load_config(InfnetConfig, run / "config.yaml")
     assert summary["params"] == count_parameters(build_model(random_load_dataset(cfg.data)[0], cfg.model))
     assert summary["train_time_s"] == pytest.approx(records[-1]["train_time_s"])
-    assert records[0]["train_time_s"] < records[1]["train_time_s"] < records[2]["train_time_s"]
-    assert summary["epochs_run"] == 3 and summary["paper"] == "infnet"
+    assert all(a["train_time_s"] < b["train_time_s"] for a, b in itertools.pairwise(records))
+    assert summary["epochs_run"] == 5 and summary["paper"] == "infnet"
     best = max(records, key=lambda r: r["val_mean_auc"])
     assert (summary["best_epoch"], summary["val_mean_auc"]) == (best["epoch"], best["val_mean_auc"])
 
