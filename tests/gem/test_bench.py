@@ -325,7 +325,7 @@ def test_a_tiny_eager_run_writes_every_section_and_the_png(tmp_path, monkeypatch
     shares = result["eager_breakdown_ms"]["scar_eager_int8"]["shares"]
     assert abs(sum(shares.values()) - 1) < 1e-9 and "dispatch_overhead" in shares
     pieces = result["eager_breakdown_ms"]
-    assert result["ratios"]["eager_fp32"]["dense_total_over_scar"]["sum_of_pieces"] == (
+    assert result["diagnostic_ratios"]["eager_fp32_dense_total_over_scar_sum_of_pieces"] == (
         pieces["dense_total_eager_fp32"]["sum_of_pieces"] / pieces["scar_eager_fp32"]["sum_of_pieces"]
     )
 
