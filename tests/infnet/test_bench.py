@@ -76,11 +76,40 @@ def test_summarize_takes_its_ratios_from_the_rows():
     assert short["time_growth_lengths"] == [256, 1024] and short["infnet_infer_time_growth"] == 2.0
 
 
+def test_movielens_training_rows_time_the_four_models():
+    """The MovieLens-shape part: the models of TRAIN_MODELS at the split's shapes, both clocks recorded."""
+    spec = bench.movielens_spec()
+    assert sum(f.max_len for f in spec.sequences) == 156 and len(spec.categorical) == 8
+    batch = bench.movielens_batch(spec, 6, torch.device("cpu"))
+    assert [s.shape[1] for s in batch["seq"]] == [6, 50, 30, 20, 50]
+    rows = bench.measure_movielens_training(6, repeats=2, warmup=1)
+    assert [r["model"] for r in rows] == list(bench.TRAIN_MODELS)
+    by = {r["model"]: r for r in rows}
+    assert by["infnet"]["params"] == by["infnet_previous"]["params"]  # the same model, two implementations
+    for r in rows:
+        assert r["train_samples_per_s"] == 6 / r["train_s_per_batch"] and r["train_cpu_best_s"] > 0
+        assert r["train_cpu_samples_per_s"] == 6 / r["train_cpu_best_s"]
+
+
+def test_summarize_training_ratios():
+    rows = [{"model": m, "train_best_s": t, "train_cpu_best_s": c} for m, t, c in
+            [("infnet", 2.0, 1.0), ("mmoe", 1.0, 0.25), ("sharedbottom", 0.5, 0.2), ("infnet_previous", 5.0, 3.0)]]  # fmt: skip
+    s = bench.summarize_training(rows)
+    assert s["train_ratio_mmoe_over_infnet"] == 2.0 and s["train_ratio_mmoe_over_infnet_cpu"] == 4.0
+    assert s["train_ratio_sharedbottom_over_infnet"] == 4.0 and s["train_speedup_over_previous"] == 2.5
+    assert s["train_speedup_over_previous_cpu"] == 3.0 and s["train_ratio_target_met"]
+    rows[0]["train_best_s"] = 3.5
+    assert not bench.summarize_training(rows)["train_ratio_target_met"]
+
+
 def test_plot_draws_the_rows_numbers(tmp_path):
     rows = [{"model": m, "total_seq_len": n, "infer_samples_per_s": 1000 / n / (i + 1), "train_samples_per_s": 5.0,
              "peak_mem_mb_train": None if m == "din" else float(n)}
             for i, m in enumerate(bench.MODELS) for n in (64, 256)]  # fmt: skip
-    drawn = bench.plot(rows, tmp_path / "b.png", "title")
+    training = [{"model": m, "batch_size": 4, "train_samples_per_s": 10.0 * (i + 1), "train_cpu_samples_per_s": 1.0}
+                for i, m in enumerate(bench.TRAIN_MODELS)]  # fmt: skip
+    drawn = bench.plot(rows, tmp_path / "b.png", "title", training)
+    assert drawn["movielens_train_samples_per_s"]["mmoe"] == [(0, 20.0)]
     assert drawn["infer_samples_per_s"]["hstu"] == [(64, 1000 / 64 / 2), (256, 1000 / 256 / 2)]
     assert drawn["peak_mem_mb_train"] == {
         "infnet": [(64, 64.0), (256, 256.0)],
@@ -111,6 +140,8 @@ def test_bench_command_in_fresh_processes(tmp_path):
         "1",
         "--repeats",
         "2",
+        "--train-batch-size",
+        "8",
     ]
     bench.main([*argv, "--out", str(out)])
     result = json.loads(out.read_text())
@@ -120,3 +151,6 @@ def test_bench_command_in_fresh_processes(tmp_path):
     mem = {(r["model"], r["total_seq_len"]): r["peak_mem_mb_train"] for r in result["rows"]}
     assert mem[("hstu", 512)] > mem[("infnet", 512)] + 10  # the (B, h, N, N) attention scores of HSTU
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    training = result["movielens_training"]
+    assert [r["model"] for r in training["rows"]] == list(bench.TRAIN_MODELS)
+    assert training["summary"] == bench.summarize_training(training["rows"])
