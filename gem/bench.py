@@ -126,7 +126,7 @@ ORT_MATMUL_OPS = {
     "DynamicQuantizeMatMul",
     "MatMulIntegerToFloat",
 }
-K_SWEEP_THRESHOLDS = (0.05, 0.35, 0.45, 0.55, 0.65, 1.0)  # tau for k_sweep: from k = k_min to k = k_max
+K_SWEEP_POINTS = 5  # mean k from k_min to k_max in k_sweep
 
 
 # ------------------------------------------------------------------------------------------ router state
@@ -438,20 +438,44 @@ def ort_profile(path: Path, idx: torch.Tensor, threads: int, runs: int, folder: 
     }
 
 
+def _threshold_for_k(
+    probe: GemLM, routed: list[RoutedFFN], idx: torch.Tensor, target: float
+) -> tuple[float, float]:
+    """(tau, mean k) with mean k on ``idx`` closest to ``target``: bisection (mean k rises with tau)."""
+    lo, hi, best = 0.0, 1.0, (1.0, math.inf, 0.0)
+    for _ in range(16):
+        tau = (lo + hi) / 2
+        for m in routed:
+            m.threshold = tau
+        k = routing_summary(probe, idx)["mean_k"]
+        if abs(k - target) < best[1]:
+            best = (tau, abs(k - target), k)
+        if abs(k - target) < 0.01:
+            break
+        lo, hi = (tau, hi) if k < target else (lo, tau)
+    return best[0], best[2]
+
+
 def k_sweep(
-    scar: GemLM, dense_total: GemLM, idx: torch.Tensor, thresholds: Sequence[float], repeats: int
+    scar: GemLM, dense_total: GemLM, idx: torch.Tensor, points: int, repeats: int
 ) -> list[dict[str, float]]:
-    """Eager fp32 latency of SCAR against ``dense_total`` when every routed layer uses threshold tau: how the
-    speed-up depends on mean k (tau moves k between k_min and k_max; the weights are unchanged, so this is a
-    cost curve, not a trained router). Each tau is timed in turns with the dense model."""
-    rows = []
+    """Eager fp32 latency of SCAR against ``dense_total`` at ``points`` mean k from k_min to k_max, each reached
+    by the router threshold tau that every routed layer uses (found by bisection on the benchmark input). The
+    weights are unchanged, so this is a cost curve of the dispatch, not another trained router; each point is
+    timed in turns with the dense model."""
+    k_min, k_max = scar.cfg.k_bounds
     probe = copy.deepcopy(scar).eval()
     routed = [m for m in probe.modules() if isinstance(m, RoutedFFN)]
+    rows = []
     with torch.inference_mode():
-        for tau in thresholds:
+        for target in np.linspace(k_min, k_max, points if k_max > k_min else 1):
+            tau, k = (
+                (1.0, float(k_max))
+                if target >= k_max
+                else _threshold_for_k(probe, routed, idx, float(target))
+            )
             for m in routed:
                 m.threshold = tau
-            k = routing_summary(probe, idx)["mean_k"]
             t = interleaved(
                 {"scar": lambda: probe(idx), "dense": lambda: dense_total(idx)}, warmup=3, repeats=repeats
             )
@@ -881,7 +905,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if rt.startswith("eager")
                 for name in ("scar", "dense_total")
             }
-            sweep = k_sweep(scar, models["dense_total"], idx, K_SWEEP_THRESHOLDS, max(5, args.repeats // 4))
+            sweep = k_sweep(scar, models["dense_total"], idx, K_SWEEP_POINTS, max(10, args.repeats // 4))
         same_tokens = {
             rt: dec_tokens[rt, "scar"] == dec_tokens["eager_fp32", "scar"]
             for rt in args.runtimes
