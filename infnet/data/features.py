@@ -321,7 +321,7 @@ def _encode(vocab: pd.Index, values: pd.Series | np.ndarray) -> np.ndarray:
     arr = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
     if len(vocab) and arr.size and _is_numeric_kind(arr) != _is_numeric_kind(vocab):
         vocab = pd.Index(id_strings(vocab).to_numpy())
-        arr = id_strings(arr).to_numpy()
+        arr = values = id_strings(arr).to_numpy()
     if arr.size and arr.dtype.kind in "iu" and vocab.dtype.kind in "iu":
         lo = min(int(arr.min()), int(vocab.min()) if len(vocab) else 0)
         hi = max(int(arr.max()), int(vocab.max()) if len(vocab) else 0)
@@ -462,7 +462,7 @@ def check_binary(frame: pd.DataFrame, columns: list[str], where: str) -> None:
 
 def preset_split(frame: pd.DataFrame) -> np.ndarray:
     """The split the reader gave each row (``_split``: one file per split), checked to be non-empty."""
-    part = frame["_split"].to_numpy(dtype=np.int64)
+    part = frame["_split"].to_numpy(dtype=np.int64, copy=True)  # writable: torch.from_numpy shares it
     sizes = np.bincount(part, minlength=3)
     if (sizes == 0).any():
         raise DataError(

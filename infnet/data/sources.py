@@ -387,7 +387,8 @@ def _time_values(col: pd.Series, path: Path, name: str) -> tuple[str, np.ndarray
     numbers = pd.to_numeric(col, errors="coerce")
     if numbers.notna().all():
         return "number", numbers.to_numpy(dtype=np.float64)
-    dates = pd.to_datetime(col, errors="coerce")
+    # numbers with a few bad cells: the first bad one is the error; no number at all: dates
+    dates = numbers if numbers.notna().any() else pd.to_datetime(col, errors="coerce")
     bad = dates.isna().to_numpy()
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
