@@ -110,6 +110,7 @@ def data_sizes(info: dict[str, Any]) -> dict[str, Any]:
         "lidar_train_tiles": len(lidar.get("train", {}).get("tiles", [])),
         "lidar_test_tiles": len(lidar.get("test", {}).get("tiles", [])),
         "lidar_points": sum(lidar.get(s, {}).get("points", 0) for s in ("train", "test")),
+        "lidar_ignored": sum(lidar.get(s, {}).get("ignored", 0) for s in ("train", "test")),
     }
 
 
@@ -461,10 +462,11 @@ def lidar_section(rep: Report, metrics: dict[str, Any]) -> None:
     n = metrics["sizes"]
     names = metrics["setups"]["lidar_pt"]["class_names"]
     seeds = metrics["lidar_seeds"]
+    noise = f"the {n['lidar_ignored']} low-noise points ignored" if "lidar_ignored" in n else "noise ignored"
     rep.text(
         "Real airborne LiDAR: `file_with_both_wkt_and_geotiff_vlrs.las` from the laspy==2.7.0 source archive, "
-        f"{n.get('lidar_points') or 0:,} labelled points (ASPRS ground, low / medium / high vegetation, building; "
-        f"noise ignored), intensity as the only feature, cut into tiles of about 4 m: {n.get('lidar_train_tiles')} "
+        f"{n.get('lidar_points') or 0:,} points (ASPRS ground, low / medium / high vegetation, building; "
+        f"{noise}), intensity as the only feature, cut into tiles of about 4 m: {n.get('lidar_train_tiles')} "
         f"training tiles (2 of them for validation) and {n.get('lidar_test_tiles')} test tiles. An outdoor check "
         f"the paper does not make; {len(seeds)} seed{'s' * (len(seeds) != 1)} ({', '.join(map(str, seeds))}) to "
         "fit the budget, so no gap below is a significance test. The test set is small (a few thousand points), "
@@ -510,7 +512,8 @@ def cost_section(rep: Report, metrics: dict[str, Any]) -> None:
 
 
 def curves_section(rep: Report, metrics: dict[str, Any], out_dir: Path) -> None:
-    curves = metrics["curves"]["indoor"]
+    found = metrics["curves"]["indoor"]
+    curves = {f"{b}_{v}": found[f"{b}_{v}"] for b in BACKBONES for v in VARIANTS if f"{b}_{v}" in found}
     seed = metrics["seeds"][0]
     rep.heading("Training curves")
     val = {label(*k.split("_")): ([r["epoch"] for r in c[0]], [100 * (r["val_miou"] or float("nan")) for r in c[0]])
@@ -637,8 +640,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         / ("reproduce-quick" if args.quick else "reproduce")
     )
     root = Path(args.reuse) if args.reuse else base / time.strftime("%Y%m%d-%H%M%S")
-    log.info("%d runs (%d seeds indoor, %d LiDAR) in %s", len(jobs(budget)), len(budget["seeds"]),
-             len(budget["lidar_seeds"]), root)  # fmt: skip
+    log.info("%d runs (indoor seeds %s, LiDAR seeds %s) in %s", len(jobs(budget)), budget["seeds"],
+             budget["lidar_seeds"], root)  # fmt: skip
     results = run_all(args, budget, root)
     wall = time.perf_counter() - t0 + (reused_wall_time(root) if args.reuse else 0.0)
     load["end"] = list(os.getloadavg())

@@ -20,7 +20,7 @@ from shared.checkpoint import git_commit, save_checkpoint
 
 LIDAR_CLASSES = ["ground", "low_vegetation", "medium_vegetation", "high_vegetation", "building"]
 SIZES = {"rooms": 60, "areas": 6, "points": 2_700_000, "test_rooms": 10, "test_points": 400_000,
-         "lidar_train_tiles": 12, "lidar_test_tiles": 3, "lidar_points": 25_383}  # fmt: skip
+         "lidar_train_tiles": 12, "lidar_test_tiles": 3, "lidar_points": 25_408, "lidar_ignored": 25}  # fmt: skip
 # test mIoU per (backbone, variant) and seed: PT gains clearly, PTv2 within noise, MinkUNet loses
 MIOU = {
     "pt_base": [0.40, 0.41, 0.42], "pt_retro": [0.50, 0.51, 0.52],
@@ -83,6 +83,7 @@ def test_report_tables_verdicts_and_plots(tmp_path, monkeypatch):
     assert "not saturated" in section(text, "Per-class IoU on the SYNTHETIC test rooms")
     lidar = section(text, "REAL LiDAR check")
     assert "laspy==2.7.0" in lidar and "1 seed" in lidar and "one seed: not a significance test" in lidar
+    assert "25,408 points" in lidar and "the 25 low-noise points ignored" in lidar
     assert table_rows(text, "REAL LiDAR check")["PT + Retro-FPN"][0] == "40.0"  # one seed: no ±
     paper = table_rows(text, "The paper's numbers")
     assert paper["PT + Retro-FPN (Retro-FPN official code, pretrained model)"][1:] == ["73.0", "79.1", "91.8"]
