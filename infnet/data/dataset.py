@@ -36,6 +36,8 @@ class DataConfig:
         root: data root; the dataset's files are in <root>/<dataset>/ (table: beside the feature config)
         feature_config: YAML feature config ("" = infnet/configs/features/<dataset>.yaml; required for table)
         max_rows: keep only the earliest max_rows interactions (0 = all); for quick runs
+        max_train_rows: train on only the most recent max_train_rows rows of the train split (0 = all); val
+            and test stay the same rows, so the scores stay comparable (the reproduction's HSTU-style run)
         cache: cache the encoded tensors in cache_dir (rebuilt when a file or the feature config changes)
         cache_dir: folder of the cache ("" = <root>/<dataset>/processed)
     """
@@ -44,6 +46,7 @@ class DataConfig:
     root: str = "data/infnet"
     feature_config: str = ""
     max_rows: int = 0
+    max_train_rows: int = 0
     cache: bool = True
     cache_dir: str = ""
 

@@ -40,7 +40,7 @@ from shared.config import config_to_dict
 from shared.errors import ConfigError, DataError
 from shared.log import get_logger
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: tag lists and ids read as canonical strings
 
 
 def feature_config_path(cfg: DataConfig) -> Path:
@@ -246,9 +246,13 @@ def log_field_report(enc: EncodedData, where: str) -> None:
 
 def load_dataset(cfg: DataConfig) -> tuple[FeatureSpec, RecDataset, RecDataset, RecDataset]:
     """(spec, train, val, test) for ``cfg.dataset``, built from the raw files or read from the cache."""
+    if cfg.max_train_rows < 0:
+        raise ConfigError(f"data.max_train_rows must be >= 0, got {cfg.max_train_rows}")
     enc, where = encode_dataset(cfg)
     log_field_report(enc, where)
     train, val, test = split_datasets(enc)
+    if 0 < cfg.max_train_rows < len(train):  # rows are in time order: the most recent ones are the last
+        train = train.subset(np.arange(len(train) - cfg.max_train_rows, len(train)))
     return enc.spec, train, val, test
 
 

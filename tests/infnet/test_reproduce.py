@@ -57,13 +57,20 @@ def write_bench(path: Path) -> Path:
                "infnet_infer_time_growth": 3.0, "infnet_train_time_growth": 4.0, "time_growth_target_met": True}  # fmt: skip
     setup = {"embed_dim": 32, "n_blocks": 2, "batch_size": 16, "threads": 1, "repeats": 3, "memory": "RSS"}
     machine = {"load_average_1_5_15": [0.2, 0.3, 0.4], "cores": 2}
-    path.write_text(json.dumps({"rows": rows, "summary": summary, "setup": setup, "machine": machine}))
+    training = {"batch_size": 1024, "rows": [{"model": "infnet", "train_samples_per_s": 20000.0,
+                                              "train_cpu_samples_per_s": 21000.0}],
+                "summary": {"train_ratio_mmoe_over_infnet": 2.5, "train_ratio_mmoe_over_infnet_cpu": 2.25,
+                            "train_ratio_target": 3.0, "train_ratio_target_met": True,
+                            "train_speedup_over_previous": 2.2}}  # fmt: skip
+    path.write_text(json.dumps({"rows": rows, "summary": summary, "setup": setup, "machine": machine,
+                                "movielens_training": training}))  # fmt: skip
     return path
 
 
 def test_report_tables_claims_and_plots(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "BENCH_JSON", write_bench(tmp_path / "bench.json"))
-    args = argparse.Namespace(quick=False, epochs=2, max_rows=100, jobs=2, threads=1)
+    args = argparse.Namespace(quick=False, epochs=2, max_rows=100, jobs=2, threads=1, seeds=[0, 1, 2],
+                              subsets={"hstu": 40})  # fmt: skip
     sizes = {"train": 80, "val": 10, "test": 10}
     metrics = reproduce.collect_metrics(
         args, InfnetConfig(), TASKS, sizes, fake_results(), [0, 1, 2], 60.0, tmp_path
@@ -84,6 +91,11 @@ def test_report_tables_claims_and_plots(tmp_path, monkeypatch):
     assert "KuaiRand" in text and "not MovieLens" in text
     assert "**7.5x** (target >= 5x: met)" in text
     assert "load average 0.20 on 2 cores" in text and "(../bench.png)" in text
+    assert "MMoE / INFNet training samples/s: **2.50x** wall, 2.25x CPU time (target <= 3: met)" in text
+    assert "| infnet | 20000 | 21000 |" in text
+    # the HSTU-style model trained on a subset: said once, its rows marked
+    assert "**HSTU-style full attention** trained on the most recent 40 rows of the train split" in text
+    assert "| HSTU-style full attention † |" in text and "trained until the validation mean AUC" in text
     cost = table_rows(text, "Cost")
     # parameters and epochs are integers; best epochs per seed where the seeds disagree; time mean ± std
     assert cost["INFNet"] == ["1000", "2.0 ± 1.0", "2", "2"]
@@ -104,11 +116,13 @@ def test_report_tables_claims_and_plots(tmp_path, monkeypatch):
         2,
         InfnetConfig().train.lr,
     )
+    assert saved["budget"]["subsets"] == {"hstu": 40} and saved["budget"]["projected_min"] > 0
 
 
 def test_report_is_rebuilt_from_metrics_json_alone(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "BENCH_JSON", write_bench(tmp_path / "bench.json"))
-    args = argparse.Namespace(quick=False, epochs=2, max_rows=100, jobs=2, threads=1)
+    args = argparse.Namespace(quick=False, epochs=2, max_rows=100, jobs=2, threads=1, seeds=[0, 1, 2],
+                              subsets={"hstu": 40})  # fmt: skip
     metrics = reproduce.collect_metrics(
         args,
         InfnetConfig(),
