@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     info = init_distributed(args.device)
     try:
         model, state = load_trained_model(args.checkpoint, info.device)
-        trained = config_from_dict(RetrofpnConfig, state["config"])
+        amp = bool((state["config"].get("train") or {}).get("amp", False))  # as the model was trained
         if model.cfg.num_classes != cfg.data.num_classes or model.cfg.in_channels != cfg.data.in_channels:
             raise DataError(
                 f"{args.checkpoint} was trained with {model.cfg.num_classes} classes and "
@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         cfg = replace(cfg, model=model.cfg)
         scenes = load_split(cfg, args.split)
-        metrics, predictions = score_scenes(model, scenes, cfg, info, amp=trained.train.amp)
+        metrics, predictions = score_scenes(model, scenes, cfg, info, amp=amp)
         if args.save_predictions:
             save_predictions(Path(args.save_predictions), scenes[info.rank :: info.world_size], predictions)
         if info.is_main:
