@@ -370,9 +370,9 @@ def plot_gaps(rows: list[dict[str, Any]], path: Path) -> Path:
 NOTES = {
     "dcnv2": "torch-rechub's cross layer is x0 ⊙ (W x) + b + x (bias outside the product); ours is the DCNv2 "
     "paper's x0 ⊙ (W x + b) + x (Wang et al. 2021, Eq. 1). Both are full-rank (no low-rank mixture).",
-    "din": "torch-rechub's DIN uses Dice activations in its MLP and activation unit (the DIN paper's), with "
-    "BatchNorm in both, and concatenates the target item once per behaviour; ours uses "
-    "`model.din_activation` and the target once.",
+    "din": "torch-rechub's DIN uses Dice activations (the DIN paper's) with BatchNorm in its MLP and in its "
+    "activation unit, and concatenates the candidate item once per behaviour; ours uses ReLU, BatchNorm in the "
+    "MLP only (`model.mlp_norm`) and the candidate item once.",
 }
 
 
