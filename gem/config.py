@@ -195,7 +195,7 @@ class TrainConfig:
 
     seed: int = 0
     epochs: int = 3
-    steps_per_epoch: int = 140
+    steps_per_epoch: int = 130
     lm_batch_size: int = 8
     cls_batch_size: int = 24
     cls_weight: float = 1.0

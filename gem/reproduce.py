@@ -51,7 +51,7 @@ from gem.report import write_report
 from shared.bench import load_note, machine_info, time_fn
 from shared.checkpoint import load_checkpoint
 from shared.config import load_config
-from shared.errors import DataError, TrainingError, run_cli
+from shared.errors import ConfigError, DataError, TrainingError, run_cli
 from shared.log import RunsProgress, get_logger
 from shared.report import machine_description, report_dir, write_metrics_json
 
@@ -94,15 +94,16 @@ class Budget:
 
 
 COMPRESSIONS = ("int8", "prune:0.3", "prune:0.5", "prune:0.7", "prune:0.9", "int8+prune:0.5")
-# The budget, from CPU times measured on the 2-core machine (one thread, under a load average of ~4, so an
-# idle machine is somewhat faster): a training step (8 x 128 LM tokens + 24 task examples) costs 0.52 s with
-# SCAR, 0.47 s dense, 0.55 s MoE, 0.28 s narrower, 0.32 s shallower, 0.65 s dense with a distillation teacher;
-# a process starts in ~4 s (+4 s to tokenize every training domain); validating all domains ~4 s; test
-# scoring ~8 s (+10 s for 40 MMLU questions per domain). FULL: 7 generalist-sized runs x 420 steps (~250 s
-# each), 42 specialists x 30 steps (~30 s), 6 adaptations (~30 s), 12 compressed evaluations (~14 s):
-# ~3,800 CPU-seconds, about 31 minutes on 2 cores with the ~40 s data build. QUICK: ~470 CPU-seconds.
-FULL = Budget(False, (0, 1, 2), (0,), (3, 140), (2, 15), (2, 15), (), COMPRESSIONS, 1e-3, 0.7,
-              (4096, 0, 40), (2048, 150))  # fmt: skip
+# The budget, from CPU times measured on the 2-core machine (one thread, under a load average of 4-5 from
+# other jobs, so an idle machine is faster): a training step (8 x 128 LM tokens + 24 task examples) costs
+# 0.52 s with SCAR, 0.47 s dense, 0.55 s MoE, 0.28 s narrower, 0.32 s shallower, 0.65 s dense with a
+# distillation teacher; a process starts in ~4 s (+4 s to tokenize every training domain); validating all
+# domains ~4 s; test scoring ~8 s (+8 s for 30 MMLU questions per domain). FULL: 7 generalist-sized runs x
+# 390 steps (~230 s each), 42 specialists x 30 steps (~30 s), 6 adaptations (~30 s), 12 compressed
+# evaluations (~14 s): ~3,600 CPU-seconds by these figures; the QUICK run took 12 % more than its estimate
+# (526 CPU-seconds), so ~4,000: 30-34 minutes on 2 cores with the data build, less on an idle machine.
+FULL = Budget(False, (0, 1, 2), (0,), (3, 130), (2, 15), (2, 15), (), COMPRESSIONS, 1e-3, 0.7,
+              (4096, 0, 30), (2048, 150))  # fmt: skip
 QUICK = Budget(True, (0,), (0,), (2, 50), (2, 6), (2, 6), ("healthcare", "law", "multilingual"),
                ("int8", "prune:0.5", "prune:0.9"), 1e-3, 0.7, (2048, 150, 20), (1024, 100))  # fmt: skip
 
@@ -502,6 +503,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--device", default="auto", help="device of the training runs: auto | cpu | cuda")
+    parser.add_argument(
+        "--seeds", default=None, help="comma-separated seeds of the main rows (default: 0,1,2; QUICK: 0)"
+    )
     parser.add_argument("--reuse", default=None, help="take finished runs from this earlier reproduce folder")
     parser.add_argument(
         "--from-metrics", default=None, help="rebuild report.md and the plots from this metrics.json"
@@ -521,6 +525,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     t0 = time.perf_counter()
     machine = machine_info()
     budget = QUICK if args.quick else FULL
+    if args.seeds:
+        try:
+            seeds = tuple(int(x) for x in args.seeds.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"--seeds {args.seeds}: give comma-separated integers, e.g. --seeds 0,1"
+            ) from None
+        budget = dataclasses.replace(budget, seeds=seeds, extra_seeds=seeds[:1])
     cfg = load_config(GemConfig, args.config, [f"data.quick={str(budget.quick).lower()}"])
     ensure_data(cfg)
     suite = load_suite(cfg.data)

@@ -17,6 +17,7 @@ from gem.config import GemConfig
 from gem.data import load_suite
 from gem.model import dense_equal_active_compute
 from shared.config import config_from_dict
+from shared.errors import run_cli
 from tests.gem.train_helpers import build_tiny_suite, tiny_config, write_config
 
 TRAINING = ["healthcare", "law", "finance", "stem", "commonsense", "conversational", "multilingual"]
@@ -222,7 +223,7 @@ def test_quick_reproduce_writes_nothing_under_results(suite_root, tmp_path: Path
     monkeypatch.setattr(
         reproduce, "measure_latency", lambda *a: {"source": "test", "what": "eager", "rows": {}}
     )
-    reproduce.main(["--quick", "--config", str(cfg_path), "--reuse", str(finished)])
+    reproduce.main(["--quick", "--seeds", "0", "--config", str(cfg_path), "--reuse", str(finished)])
     assert not (tmp_path / "results").exists()
     out = tmp_path / "runs" / "gem" / "quick"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -230,3 +231,4 @@ def test_quick_reproduce_writes_nothing_under_results(suite_root, tmp_path: Path
     assert sorted(k for k in metrics["runs"] if k.startswith("spec:")) == [
         "spec:healthcare", "spec:law", "spec:multilingual"]  # fmt: skip
     assert "QUICK" in (out / "report.md").read_text()
+    assert run_cli(reproduce.main, ["--quick", "--seeds", "0,x", "--config", str(cfg_path)]) == 2

@@ -23,8 +23,9 @@ import gem.model
 import gem.train
 from gem.config import GemConfig
 from gem.evaluate import load_data
+from gem.model import count_params
 from shared.checkpoint import load_checkpoint
-from shared.config import config_from_dict
+from shared.config import config_from_dict, load_config
 from shared.distributed import DistInfo
 from shared.errors import run_cli
 from shared.log import read_metrics
@@ -255,6 +256,18 @@ def test_benchmark_tasks_from_jsonl_and_lm_eval_yaml_join_the_mixture(tmp_path: 
         (test["f1"]["icd10_chapter"] + test["f1"]["pubmedqa_local"]) / 2
     )
     assert test["mc_examples"]["piqa_local"] == 2
+
+
+@pytest.mark.parametrize("name", ["suite", "paper_scale", "benchmarks"])
+def test_shipped_configs_load(name: str):
+    cfg = load_config(GemConfig, ROOT / "gem" / "configs" / f"{name}.yaml")
+    assert cfg.model.vocab_size == cfg.data.vocab_size == 4096  # the tokenizer `make data-gem` builds
+    if name == "paper_scale":
+        assert (
+            23e6 < count_params(cfg.model) < 26e6 and cfg.data.context_len == cfg.model.context_length == 512
+        )
+    if name == "benchmarks":
+        assert len(cfg.data.extra_tasks) == 8 and all(t.startswith("data/gem/") for t in cfg.data.extra_tasks)
 
 
 # -------------------------------------------------------------------------------- sampler and schedule
