@@ -346,14 +346,19 @@ def intro_section(rep: Report, metrics: dict[str, Any]) -> None:
         f"from `{s['gate_uses']}`, residual {s['residual']}, norm `{s['norm']}`, MLP norm "
         f"`{s.get('mlp_norm', 'none')}`, embedding init std {s.get('embed_init_std', 0.05)}; "
         f"{s['optimizer'].capitalize()} lr {s['lr']}, batch {b['batch_size']}. Data: {rows}, split by time into "
-        f"{n['train']} train / {n['val']} val / {n['test']} test rows. Every model is trained until the "
-        f"validation mean AUC has not improved for {s['patience']} epochs (at most {b['epochs']}); the cost "
-        "table lists each seed's best and last epoch."
+        f"{n['train']} train / {n['val']} val / {n['test']} test rows. "
+        + (
+            f"Every model is trained until the validation mean AUC has not improved for {s['patience']} epochs "
+            f"(at most {b['epochs']}); the cost table lists each seed's best and last epoch."
+            if b["epochs"] > s["patience"]
+            else f"Every model is trained for {b['epochs']} epochs (too few for early stopping with patience "
+            f"{s['patience']} to act), the best-validation epoch is scored on test."
+        )
     )
     subsets = b.get("subsets") or {}
     if subsets:
         rep.text(
-            "Subsets (to fit the budget of about 30 minutes on 2 CPU cores): "
+            "Subsets (to fit the time budget): "
             + "; ".join(f"**{LABELS[k]}** trained on the most recent {v} rows of the train split "
                         f"(`data.max_train_rows`; same validation and test rows)" for k, v in subsets.items())
             + ". Its row in the tables is marked with †."
@@ -637,9 +642,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     # --reuse: finished runs of that folder are read back, missing ones are trained into it
     root = Path(args.reuse) if args.reuse else root / time.strftime("%Y%m%d-%H%M%S")
     log.info(
-        "%d models x %d seeds, at most %d epochs (patience %d), runs in %s; projected %.0f min (6 epochs a run)",
+        "%d models x %d seeds, at most %d epochs (patience %d), runs in %s; projected %.0f min (%d epochs a run)",
         len(MODELS), len(seeds), args.epochs, budget["patience"], root,
-        projected_minutes(args, sizes["train"], min(6, args.epochs)),
+        projected_minutes(args, sizes["train"], min(6, args.epochs)), min(6, args.epochs),
     )  # fmt: skip
     results = run_all(args, seeds, extra, root)
     wall = time.perf_counter() - t0

@@ -69,7 +69,7 @@ def write_bench(path: Path) -> Path:
 
 def test_report_tables_claims_and_plots(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "BENCH_JSON", write_bench(tmp_path / "bench.json"))
-    args = argparse.Namespace(quick=False, epochs=2, max_rows=100, jobs=2, threads=1, seeds=[0, 1, 2],
+    args = argparse.Namespace(quick=False, epochs=8, max_rows=100, jobs=2, threads=1, seeds=[0, 1, 2],
                               subsets={"hstu": 40})  # fmt: skip
     sizes = {"train": 80, "val": 10, "test": 10}
     metrics = reproduce.collect_metrics(
@@ -113,7 +113,7 @@ def test_report_tables_claims_and_plots(tmp_path, monkeypatch):
     assert saved["curves"]["infnet"][2] == fake_run("infnet", 2, 0.75)["curve"]
     assert (saved["sizes"], saved["budget"]["epochs"], saved["setup"]["lr"]) == (
         sizes,
-        2,
+        8,
         InfnetConfig().train.lr,
     )
     assert saved["budget"]["subsets"] == {"hstu": 40} and saved["budget"]["projected_min"] > 0
@@ -134,6 +134,7 @@ def test_report_is_rebuilt_from_metrics_json_alone(tmp_path, monkeypatch):
         tmp_path,
     )
     first = reproduce.write_report(metrics, tmp_path / "a")
+    assert "trained for 2 epochs (too few for early stopping with patience 5 to act)" in first.read_text()
     copy = tmp_path / "b" / "metrics.json"
     copy.parent.mkdir()
     copy.write_text((tmp_path / "a" / "metrics.json").read_text())
