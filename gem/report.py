@@ -510,16 +510,13 @@ def plot_f1_per_domain(metrics: dict[str, Any], path: Path) -> Path:
 
 def plot_brittleness(metrics: dict[str, Any], path: Path) -> Path:
     points = compression_points(metrics)
-    sets = {}
+    sets, labels = {}, {}
     for base, group in points.groupby("base"):
-        sets[f"variants of {label(metrics, base)}"] = (
-            group["intensity"].tolist(),
-            group["brittleness_f1"].tolist(),
-        )
-    labels = {f"variants of {label(metrics, b)}": [metrics["models"][m]["short"] for m in g["model"]]
-              for b, g in points.groupby("base")}  # fmt: skip
+        name = f"variants of {metrics['models'][base]['short']}"
+        sets[name] = (group["intensity"].tolist(), group["brittleness_f1"].tolist())
+        labels[name] = [metrics["models"][m]["short"] for m in group["model"]]
     return plot_scatter(sets, path, "compression intensity", "brittleness B_F1 (relative F1 drop)",
-                        "Compression intensity vs brittleness (mean over seeds)", labels=labels, fit=True)  # fmt: skip
+                        "Compression intensity vs brittleness", labels=labels, fit=True)  # fmt: skip
 
 
 def plot_router(metrics: dict[str, Any], path: Path) -> Path | None:

@@ -152,11 +152,17 @@ class Study:
 
 
 def compression_label(spec: str) -> tuple[str, str]:
-    parts = []
+    """("int8 + pruned 50 %", "int8+p50") of a ``--compress`` spec such as ``int8+prune:0.5``."""
+    long, short = [], []
     for p in spec.split("+"):
-        parts.append("int8" if p == "int8" else f"pruned {round(100 * float(p.split(':')[1]))} %")
-    short = spec.replace("prune:0.", "p").replace("prune:", "p")
-    return " + ".join(parts), short
+        if p == "int8":
+            long.append("int8")
+            short.append("int8")
+        else:
+            pct = round(100 * float(p.split(":")[1]))
+            long.append(f"pruned {pct} %")
+            short.append(f"p{pct}")
+    return " + ".join(long), "+".join(short)
 
 
 def architecture_overrides(cfg: ModelConfig, variant: ModelConfig) -> list[str]:
