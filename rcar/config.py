@@ -23,6 +23,7 @@ from shared.errors import ConfigError
 
 Mode = Literal["baseline", "rcr", "rar", "rcar"]
 Direction = Literal["t2i", "i2t"]
+HardestNegatives = Literal["after_warmup", "never", "adaptive"]
 
 OFFICIAL_STEPS: dict[tuple[str, str], int] = {
     ("t2i", "rar"): 3,
@@ -95,9 +96,21 @@ class TrainConfig:
             COCO)
         warmup_epochs: epochs of the all-negative hinge loss before the hardest negative (official: 3 F30K,
             5 COCO)
+        hardest_negatives: when the hinge loss keeps only each query's hardest negative: after_warmup (the
+            official schedule, after warmup_epochs epochs of all negatives), never (all negatives throughout:
+            the control), adaptive (from the epoch after the mean hardest-negative hinge on the held batches
+            first falls below the margin; a deviation, see rcar/README.md)
+        held_batches: fixed train batches (no augmentation, eval mode) scored after every epoch for the
+            hinge diagnostics of metrics.jsonl and the adaptive switch
+        collapse_score_std: an epoch whose dev similarities have a smaller std over all pairs is flagged
+            collapsed (every pair scores about the same)
+        keep_epoch_checkpoints: also keep every epoch's checkpoint as epoch_<k>.pt, so that runs of other
+            schedules can be branched off this one (rcar.reproduce does, off the all-negatives control)
         margin: hinge margin α of the triplet loss
         batch_size: captions per optimiser step (per process under DDP); an incomplete last batch is dropped
         grad_clip: clip the gradient norm to this value (0: no clipping)
+        length_groups: a training batch's captions are scored in at most this many groups of similar length,
+            each padded to its own longest caption (1: the whole batch padded to its longest); same scores
         weight_decay: AdamW weight decay (the PyTorch default, which the official code keeps)
         max_captions_per_epoch: a seeded random subset of this many train captions per epoch; null: all
         log_every: a progress line every N steps when stderr is not a terminal (0: none)
@@ -110,9 +123,14 @@ class TrainConfig:
     lr: float = 5e-4
     lr_decay_epoch: int = 30
     warmup_epochs: int = 3
+    hardest_negatives: HardestNegatives = "after_warmup"
+    held_batches: int = 4
+    collapse_score_std: float = 0.01
+    keep_epoch_checkpoints: bool = False
     margin: float = 0.2
     batch_size: int = 128
     grad_clip: float = 2.0
+    length_groups: int = 4
     weight_decay: float = 0.01
     max_captions_per_epoch: int | None = None
     log_every: int = 50

@@ -22,6 +22,8 @@ among the ranks by caption and gathered back (``rcar.evaluate.split_sims``).
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,19 +31,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.utils import clip_grad_norm_
 from torch.utils.data import DataLoader, Subset
 
 from rcar.config import RCARConfig
-from rcar.data import PrecompDataset, Vocab, build_train_dataset, collate_train, load_eval_split
+from rcar.data import (
+    CAPTIONS_PER_IMAGE,
+    PrecompDataset,
+    Vocab,
+    build_train_dataset,
+    collate_train,
+    load_eval_split,
+)
 from rcar.evaluate import chunk_kwargs, evaluate_sims, recall_metrics, sharded_sims, split_sims
-from rcar.loss import triplet_loss
+from rcar.loss import hardest_negative_hinges, triplet_loss
 from rcar.model import RCAR
 from shared.cli import train_main
 from shared.distributed import DistInfo, all_reduce_mean, make_sampler, unwrap_model, wrap_model
 from shared.errors import ConfigError, run_cli
-from shared.log import StepProgress, check_finite
-from shared.run import TrainRun, require_positive
+from shared.log import StepProgress
+from shared.run import TrainRun, optimizer_step, require_positive
 from shared.seeding import make_generator
 
 
@@ -56,7 +64,15 @@ def epoch_subset(n: int, limit: int | None, seed: int, epoch: int) -> list[int] 
 def check_config(cfg: RCARConfig) -> None:
     """Refuse, before any folder is made, the values no run can use (one line naming the key)."""
     tc = cfg.train
-    require_positive(tc, "epochs", "batch_size", "max_captions_per_epoch", "threads")
+    require_positive(
+        tc, "epochs", "batch_size", "max_captions_per_epoch", "threads", "held_batches", "length_groups"
+    )
+    for key in ("rar_dropout", "text_dropout"):
+        p = getattr(cfg.model, key)
+        if not 0.0 <= p < 1.0:
+            raise ConfigError(f"model.{key} must be in [0, 1), got {p}")
+    if tc.collapse_score_std < 0:
+        raise ConfigError(f"train.collapse_score_std must be >= 0, got {tc.collapse_score_std}")
     require_positive(
         cfg.eval, "memory_budget_mb", "image_batch", "caption_batch", "fold_images", prefix="eval"
     )
@@ -88,6 +104,86 @@ def epoch_loader(train_set: PrecompDataset, cfg: RCARConfig, info: DistInfo, epo
         generator=make_generator(tc.seed * 1000 + epoch),
         drop_last=True,  # as the official loader: a small last batch would weaken the hinge loss
     )
+
+
+def held_batches(train_set: PrecompDataset, cfg: RCARConfig) -> list[dict[str, torch.Tensor]]:
+    """``train.held_batches`` fixed batches of train captions, without augmentation (a seeded choice).
+
+    Scored in eval mode after every epoch: the hinge each query would pay for its hardest negative, the
+    signal of the adaptive switch and of the diagnostics.
+    """
+    tc = cfg.train
+    n = min(len(train_set), tc.held_batches * tc.batch_size)
+    picks = torch.randperm(len(train_set), generator=make_generator(tc.seed * 1000 + 999))[:n].tolist()
+    items = []
+    for index in picks:
+        image_index = index // CAPTIONS_PER_IMAGE
+        feats = torch.from_numpy(np.array(train_set.features[image_index], dtype=np.float32))
+        items.append((feats, torch.tensor(train_set.captions[index], dtype=torch.long), index, image_index))
+    return [collate_train(items[lo : lo + tc.batch_size]) for lo in range(0, n, tc.batch_size)]
+
+
+@torch.no_grad()
+def hinge_diagnostics(
+    model: RCAR, batches: Sequence[dict[str, torch.Tensor]], margin: float, device: torch.device
+) -> dict[str, float]:
+    """Mean hardest-negative hinge per query on ``batches`` and the share of queries above the margin.
+
+    A constant score costs exactly the margin per query; while the mean is above it, the hardest-negative
+    loss is lowered by collapsing every score to one value (see ``rcar.loss.hardest_negative_hinges``).
+    """
+    was_training = model.training
+    model.eval()
+    hinges = torch.cat(
+        [
+            hardest_negative_hinges(
+                model(b["images"].to(device), b["captions"].to(device), b["lengths"].to(device)),
+                b["image_index"].to(device),
+                margin,
+            )
+            for b in batches
+        ]
+    )
+    model.train(was_training)
+    return {
+        "held_hinge_mean": float(hinges.mean()),
+        "held_over_margin": float((hinges > margin).float().mean()),
+    }
+
+
+def switch_epoch(cfg: RCARConfig, hinge_below_margin_epoch: int | None) -> int | None:
+    """The first epoch (1-based) trained on hardest negatives under ``train.hardest_negatives``, or None.
+
+    adaptive: the epoch after the first one whose mean held-batch hinge fell below the margin. Every schedule
+    tracks that epoch, so a run that kept all negatives up to it can be continued as the adaptive one
+    (``rcar.reproduce`` branches the official and adaptive runs off the all-negatives control this way).
+    """
+    tc = cfg.train
+    first = {
+        "after_warmup": tc.warmup_epochs + 1,
+        "never": None,
+        "adaptive": None if hinge_below_margin_epoch is None else hinge_below_margin_epoch + 1,
+    }[tc.hardest_negatives]
+    return first if first is not None and first <= tc.epochs else None
+
+
+def score_diagnostics(model: RCAR, dev: np.ndarray, collapse_std: float) -> dict[str, Any]:
+    """The spread of the dev similarities and the sigmoid head's weight norm (None for the cosine heads)."""
+    head = model.sim.out
+    std = float(dev.std())
+    return {
+        "dev_score_std": std,
+        "dev_score_mean": float(dev.mean()),
+        "head_weight_norm": None if head is None else float(head.weight.detach().norm()),
+        "collapsed": std < collapse_std,
+    }
+
+
+def keep_copy(src: Path, dst: Path) -> None:
+    """Copy a checkpoint atomically (temporary file, then ``os.replace``)."""
+    tmp = dst.with_suffix(".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def train(
@@ -124,7 +220,18 @@ def train(
         bare = unwrap_model(model)
         opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[tc.lr_decay_epoch], gamma=0.1)
-        state = run.start(model, opt, sched, extra={"best_epoch": 0, "train_time_s": 0.0})
+        held = held_batches(train_set, cfg)
+        state = run.start(
+            model,
+            opt,
+            sched,
+            extra={
+                "best_epoch": 0,
+                "train_time_s": 0.0,
+                "hinge_below_margin_epoch": None,
+                "collapsed_epochs": [],
+            },
+        )
         n_params = sum(p.numel() for p in model.parameters())
         run.log.info(
             "%s: %d train captions (%.1f%% of their words <unk>), %d params, run folder %s",
@@ -139,7 +246,8 @@ def train(
         for epoch in range(state.epoch, tc.epochs):
             t0 = time.perf_counter()
             loader = epoch_loader(train_set, cfg, run.info, epoch)
-            hardest = epoch >= tc.warmup_epochs
+            first_hardest = switch_epoch(cfg, run.state.extra["hinge_below_margin_epoch"])
+            hardest = first_hardest is not None and epoch + 1 >= first_hardest
             model.train()
             progress = StepProgress(
                 len(loader), f"epoch {epoch + 1}/{tc.epochs}", run.log, run.info.rank, tc.log_every
@@ -149,15 +257,10 @@ def train(
                     batch["images"].to(run.device),
                     batch["captions"].to(run.device),
                     batch["lengths"].to(run.device),
+                    length_groups=tc.length_groups,
                 )  # (B, B)
                 loss = triplet_loss(sims, batch["image_index"].to(run.device), tc.margin, hardest)
-                value = loss.item()
-                check_finite(value, step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if tc.grad_clip > 0:
-                    clip_grad_norm_(model.parameters(), tc.grad_clip)
-                opt.step()
+                value = optimizer_step(loss, opt, step, grad_clip=tc.grad_clip)
                 step += 1
                 progress.update(value, len(batch["lengths"]))
             progress.close()
@@ -175,17 +278,43 @@ def train(
             record["hardest_negative"] = hardest
             dev = sharded_sims(bare, dev_feats, dev_caps, run.device, run.info, **chunk_kwargs(cfg.eval))
             record.update({f"dev_{k}": v for k, v in recall_metrics(dev).items()})
+            record.update(score_diagnostics(bare, dev, tc.collapse_score_std))
+            record.update(hinge_diagnostics(bare, held, tc.margin, run.device))
+            if run.state.extra["hinge_below_margin_epoch"] is None and record["held_hinge_mean"] < tc.margin:
+                run.state.extra["hinge_below_margin_epoch"] = epoch + 1
+                if tc.hardest_negatives == "adaptive" and epoch + 1 < tc.epochs:
+                    run.log.info(
+                        "epoch %d: held hinge %.3f < margin %g: hardest negatives from epoch %d",
+                        epoch + 1,
+                        record["held_hinge_mean"],
+                        tc.margin,
+                        epoch + 2,
+                    )
+            if record["collapsed"]:
+                run.state.extra["collapsed_epochs"].append(epoch + 1)
+                run.log.warning(
+                    "epoch %d: dev scores collapsed (std %.4f < train.collapse_score_std=%g)",
+                    epoch + 1,
+                    record["dev_score_std"],
+                    tc.collapse_score_std,
+                )
             record["epoch_time_s"] = time.perf_counter() - t0
             run.state.extra["train_time_s"] += record["epoch_time_s"]
             if run.is_better(record["dev_rsum"]):
                 run.state.extra["best_epoch"] = epoch + 1
             run.end_epoch(record, record["dev_rsum"], model=model, optimizer=opt, scheduler=sched)
+            if tc.keep_epoch_checkpoints and run.info.is_main:  # to branch other schedules off this run
+                keep_copy(run.dir / "last.pt", run.dir / f"epoch_{epoch + 1}.pt")
             run.log.info(
-                "epoch %d: loss %.3f dev rsum %.2f (best %.2f) %.0fs",
+                "epoch %d: loss %.3f dev rsum %.2f (best %.2f), dev score std %.4f, held hinge %.3f "
+                "(margin %g) %.0fs",
                 epoch + 1,
                 record["train_loss"],
                 record["dev_rsum"],
                 run.state.best,
+                record["dev_score_std"],
+                record["held_hinge_mean"],
+                tc.margin,
                 record["epoch_time_s"],
             )
 
@@ -206,6 +335,10 @@ def train(
             "captions_per_epoch": per_epoch,
             "train_unknown_share": train_set.unknown_share,
             "train_time_s": run.state.extra["train_time_s"],
+            "hardest_negatives": tc.hardest_negatives,
+            "switch_epoch": switch_epoch(cfg, run.state.extra["hinge_below_margin_epoch"]),
+            "hinge_below_margin_epoch": run.state.extra["hinge_below_margin_epoch"],
+            "collapsed_epochs": run.state.extra["collapsed_epochs"],
             "test_split": cfg.data.test_split,
             "test_protocol": (
                 f"mean over {len(sims)} fold{'s' * (len(sims) > 1)} of {cfg.eval.fold_images} images"
