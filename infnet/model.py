@@ -195,38 +195,41 @@ def cross_attention_sums(
     (B, n_k, d), mask (B, n_k) or None).
 
     The keys are never projected. Per head, Q_h K_h^T = (Q_h W_K,h) kv^T (W_K has no bias, see
-    ``CrossAttention``), and A (kv W_V,h^T + b_V,h) = (A kv) W_V,h^T + b_V,h since the rows of A sum to 1 (``CrossAttention.folded``). With few queries (proxies, task tokens) and many keys
-    (the L sequence tokens), that costs O(n_q L d) instead of the O(L d^2) of projecting every key, and all the
-    CAs over one key type share one attention call: its queries are the heads of every such CA stacked.
+    ``CrossAttention``), and A (kv W_V,h^T + b_V,h) = (A kv) W_V,h^T + b_V,h since the rows of A sum to 1
+    (``CrossAttention.folded``). With few queries (proxies, task tokens) and many keys (the L sequence
+    tokens), that costs O(n_q L d) instead of the O(L d^2) of projecting every key; all the CAs over one key
+    type share one attention call (its queries: the heads of every such CA stacked), and the query and output
+    maps of all the CAs with the same query are one Linear each.
     """
     folded = {p: ca.folded() for p, ca in cas.items()}
     by_query: dict[str, list[str]] = {}
     for p in cas:
         by_query.setdefault(p.split("_")[0], []).append(p)
-    qk = {}  # pair -> (B, h, n_x, d): its heads' queries in the key-input space
+    qk = {}  # pair -> (B, n_x, h, d): its heads' queries in the key-input space
     for x, pairs in by_query.items():
-        A = torch.cat([folded[p][0] for p in pairs])  # (H_x, d, d)
-        a = torch.cat([folded[p][1] for p in pairs])  # (H_x, d)
-        Qk = torch.einsum("bnf,hef->bhne", queries[x], A) + a[:, None, :]  # (B, H_x, n_x, d)
-        qk.update(zip(pairs, Qk.split([cas[p].h for p in pairs], dim=1)))
+        # one Linear for every head of every CA with query x: rows of A_h stacked, (H_x d, d)
+        A = torch.cat([folded[p][0].flatten(0, 1) for p in pairs])
+        a = torch.cat([folded[p][1].flatten() for p in pairs])
+        B, n_x, d = queries[x].shape
+        Qk = F.linear(queries[x], A, a).view(B, n_x, -1, d)  # (B, n_x, H_x, d)
+        qk.update(zip(pairs, Qk.split([cas[p].h for p in pairs], dim=2)))
     ctx, has_key = {}, {}
     for k, (kv, mask) in keys.items():
         pairs = [p for p in cas if p.split("_")[1] == k]
         if not pairs:
             continue
-        rows = torch.cat([qk[p].flatten(1, 2) for p in pairs], dim=1)  # (B, R, d)
+        rows = torch.cat([qk[p].flatten(1, 2) for p in pairs], dim=1)  # (B, R, d), R = sum n_x h
         first = cas[pairs[0]]
         out = attend(rows, kv, mask, first.dropout, first.training)  # (B, R, d)
-        ctx.update(
-            (p, c.view_as(qk[p]))
-            for p, c in zip(pairs, out.split([qk[p][0, :, :, 0].numel() for p in pairs], 1))
-        )
+        sizes = [qk[p].shape[1] * qk[p].shape[2] for p in pairs]
+        ctx.update((p, c.view(qk[p].shape)) for p, c in zip(pairs, out.split(sizes, dim=1)))
         if mask is not None:
             has_key[k] = mask.any(dim=1).view(-1, 1, 1).to(kv.dtype)  # (B, 1, 1)
     sums = {}
     for x, pairs in by_query.items():
-        Ov = torch.cat([folded[p][2] for p in pairs])  # (H_x, d, d)
-        out = torch.einsum("bhne,hde->bnd", torch.cat([ctx[p] for p in pairs], dim=1), Ov)  # (B, n_x, d)
+        # one Linear over every head of every CA with query x: the O_h side by side, (d, H_x d)
+        Ov = torch.cat([folded[p][2].transpose(0, 1).flatten(1) for p in pairs], dim=1)
+        out = F.linear(torch.cat([ctx[p] for p in pairs], dim=2).flatten(2), Ov)  # (B, n_x, d)
         for p in pairs:  # the output bias o of each CA; zero, like its output, for a sample without keys
             k = p.split("_")[1]
             out = out + (folded[p][3] * has_key[k] if k in has_key else folded[p][3])
@@ -315,7 +318,11 @@ class InfnetBlock(nn.Module):
             query["cp"], query["sp"] = n("Cp", Cp), n("Sp", Sp)
         if plan.update_shared:
             query["tp"] = n("Tp", Tp)
-        keys = {"s": (n("S", S), s_mask), "c": (n("C", C), None), "t": (query["t"], None)}
+        keys = {
+            "s": (n("S", S), s_mask),
+            "c": (n("C", C), None),
+            "t": (query["t"], None),
+        }
         if self.cfg.use_cross_attention:
             upd = cross_attention_sums({p: self.cross[p] for p in self.pairs}, query, keys)
         else:  # each CA(Q, K, K) is the mean of K; the sums per query type as above
