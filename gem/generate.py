@@ -182,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument(
         "--stop-token",
-        default="<|endoftext|>",
-        help="stop at this token if the tokenizer has it (default <|endoftext|>)",
+        default="<eos>",
+        help="stop at this token if the tokenizer has it (default <eos>, the suite tokenizer's end token)",
     )
     p.add_argument("--no-cache", action="store_true", help="recompute the whole sequence at each step")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
