@@ -796,7 +796,7 @@ def scar_model(args: argparse.Namespace) -> tuple[GemLM, torch.Tensor, dict[str,
             )
         _check_length(model.cfg, args.seq_len)
         # The model's own text: a seeded top-p sample, so the input is in the distribution it was trained on.
-        start = tokenizer.token_to_id("<|endoftext|>") or 0
+        start = tokenizer.token_to_id("<bos>") or 0  # the suite tokenizer's start token
         idx = generate(model, torch.tensor([[start]]), args.seq_len - 1, top_p=0.95, seed=args.seed)
         state = {"kind": "trained checkpoint", "checkpoint": str(args.checkpoint),
                  "input": f"{args.seq_len} tokens sampled from the model (top-p 0.95, seed {args.seed})"}  # fmt: skip
