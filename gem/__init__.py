@@ -17,4 +17,8 @@ this package's own definitions, labelled "ours" (see gem/README.md). Modules:
 - export.py     ONNX export (full sequence and KV-cache step), ONNX Runtime, int8 ONNX
 - metrics.py    DSI, GG, CDTR, forgetting, brittleness and its correlation with compression intensity
 - reference.py  slow, obviously correct versions of every fast path (the tests compare against them)
+- train.py      ``train()``: generalists, specialists (with distillation), held-out adaptation
+- evaluate.py   per-domain perplexity, macro F1, MMLU accuracy, router use; ``python -m gem.evaluate``
+- reproduce.py, report.py   the specialisation / generalisation / compression study and its report
+- bench.py      on-device latency, decoding speed, size and memory of SCAR vs dense (``make bench-gem``)
 """

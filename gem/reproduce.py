@@ -56,7 +56,6 @@ from shared.log import RunsProgress, get_logger
 from shared.report import machine_description, report_dir, write_metrics_json
 
 DEFAULT_CONFIG = "gem/configs/suite.yaml"
-BENCH_JSON = Path("results/bench/gem.json")
 log = get_logger("gem.reproduce")
 
 
@@ -342,27 +341,6 @@ def run_study(study: Study, root: Path, args: argparse.Namespace) -> dict[tuple[
 
 
 # ------------------------------------------------------------------------------------------ latency
-def bench_latency(path: Path, keys: Sequence[str]) -> dict[str, Any] | None:
-    """Eager fp32 median latencies from ``make bench-gem``'s JSON, when it has rows for these models.
-
-    Expected rows: ``{"model": <key>, "runtime": "eager_fp32", "median_ms": ...}`` (keys as in this study)."""
-    if not path.is_file():
-        return None
-    try:
-        rows = json.loads(path.read_text()).get("rows", [])
-    except (json.JSONDecodeError, AttributeError):
-        return None
-    found = {r["model"]: float(r["median_ms"]) for r in rows if isinstance(r, dict) and r.get("model") in keys
-             and r.get("runtime") == "eager_fp32" and "median_ms" in r}  # fmt: skip
-    if not found:
-        return None
-    return {
-        "source": f"`{path}` (`make bench-gem`)",
-        "what": "eager fp32, batch 1 x 128 tokens",
-        "rows": found,
-    }
-
-
 def measure_latency(root: Path, keys: Sequence[str], seed: int, context: int) -> dict[str, Any]:
     """A quick eager latency per model (one thread, batch 1, a full ``context``-token forward, median of 20)."""
     threads = torch.get_num_threads()
@@ -382,7 +360,7 @@ def measure_latency(root: Path, keys: Sequence[str], seed: int, context: int) ->
                 rows[key] = 1000 * time_fn(lambda m=model: m(idx), warmup=3, repeats=20).median_s
     finally:
         torch.set_num_threads(threads)
-    return {"source": f"measured by gem.reproduce (no readable `{BENCH_JSON}`): eager PyTorch, 1 thread, batch 1, "
+    return {"source": "measured by gem.reproduce on the study's trained models: eager PyTorch, 1 thread, batch 1, "
                       f"{context} tokens, median of 20 after 3 warm-up runs, on the machine below while nothing "
                       "else of the study ran", "what": f"eager, batch 1 x {context} tokens", "rows": rows}  # fmt: skip
 
@@ -549,9 +527,8 @@ def main(argv: Sequence[str] | None = None) -> None:
              len(budget.extra_seeds), root)  # fmt: skip
     results = run_study(study, root, args)
     keys = ["dense", "scar", "moe", "narrow", "shallow", "c:scar:int8", "c:dense:int8"]
-    latency = bench_latency(BENCH_JSON, keys) or measure_latency(
-        root, keys, budget.extra_seeds[0], cfg.data.context_len
-    )
+    # the study's own trained models (make bench-gem times other, briefly trained ones)
+    latency = measure_latency(root, keys, budget.extra_seeds[0], cfg.data.context_len)
     wall = time.perf_counter() - t0 + (reused_wall_time(Path(args.reuse)) if args.reuse else 0.0)
     root.mkdir(parents=True, exist_ok=True)
     write_metrics_json({"wall_time_s": wall}, root / "wall_time.json")

@@ -219,7 +219,6 @@ def test_quick_reproduce_writes_nothing_under_results(suite_root, tmp_path: Path
         )
         summary = {k: record[k] for k in ("params", "active_params", "train_time_s", "best_epoch", "steps")}
         (run / "summary.json").write_text(json.dumps(summary))
-    monkeypatch.setattr(reproduce, "BENCH_JSON", tmp_path / "no-bench.json")
     monkeypatch.setattr(
         reproduce, "measure_latency", lambda *a: {"source": "test", "what": "eager", "rows": {}}
     )
