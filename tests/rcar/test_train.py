@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from rcar import evaluate, train
+from rcar import evaluate, reproduce, train
 from rcar.config import ModelConfig, RCARConfig
-from rcar.data import Vocab
-from rcar.loss import triplet_loss
+from rcar.data import Vocab, build_train_dataset
+from rcar.loss import hardest_negative_hinges, triplet_loss
 from rcar.model import RCAR
 from rcar.reference import reference_triplet_loss
 from shared.checkpoint import load_checkpoint, save_checkpoint
@@ -70,6 +70,18 @@ def test_vectorised_loss_equals_the_loop_reference(hardest: bool) -> None:
         assert fast.item() == pytest.approx(
             reference_triplet_loss(sims, image_index, 0.2, hardest).item(), rel=1e-12
         )
+
+
+def test_hardest_negative_hinges_on_a_hand_made_matrix() -> None:
+    sims = torch.tensor([[1.0, 0.9, 0.7], [0.0, 1.0, 0.0], [0.0, 0.95, 1.0]])
+    # image queries (rows): 0.2 + 0.9 - 1 = 0.1; none; 0.2 + 0.95 - 1 = 0.15; caption queries (columns):
+    # none; max(0.2 + 0.9 - 1, 0.2 + 0.95 - 1) = 0.15; 0.2 + 0.7 - 1 < 0
+    hinges = hardest_negative_hinges(sims, torch.arange(3), 0.2)
+    assert hinges.tolist() == pytest.approx([0.1, 0.0, 0.15, 0.0, 0.15, 0.0])
+    assert triplet_loss(sims, torch.arange(3), 0.2, hardest=True).item() == pytest.approx(0.4)
+    # a constant score costs every query exactly the margin: the state a collapsed model sits in
+    constant = hardest_negative_hinges(torch.full((4, 4), 0.7), torch.tensor([0, 0, 1, 2]), 0.2)
+    assert constant.tolist() == pytest.approx([0.2] * 8)
 
 
 # ----------------------------------------------------------------------------------------------- train CLI
@@ -195,6 +207,90 @@ def test_evaluate_defaults_follow_the_training_protocol(tmp_path: Path, precomp:
         assert json.loads(out.read_text())["rsum"] == pytest.approx(expected, abs=1e-9)
 
 
+def test_switch_epoch_of_each_schedule() -> None:
+    cfg = load_config(RCARConfig, None, ["train.epochs=8", "train.warmup_epochs=5"])
+    assert train.switch_epoch(cfg, None) == 6 and train.switch_epoch(cfg, 2) == 6  # official: after warm-up
+    cfg.train.hardest_negatives = "never"
+    assert train.switch_epoch(cfg, 2) is None
+    cfg.train.hardest_negatives = "adaptive"  # the epoch after the held hinge first fell below the margin
+    assert train.switch_epoch(cfg, None) is None and train.switch_epoch(cfg, 3) == 4
+    assert train.switch_epoch(cfg, 8) is None  # fell below in the last epoch: no epoch left to switch
+
+
+def test_epochs_record_the_diagnostics(tmp_path: Path, precomp: Path) -> None:
+    """Dev score spread, head weight norm and held-batch hinges per epoch, as recomputed from last.pt."""
+    cfg = load_config(RCARConfig, write_config(tmp_path, precomp))
+    summary = train.train(cfg, run_dir=tmp_path / "run", device="cpu")
+    recs = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["hardest_negative"] for r in recs] == [False, True] and summary["switch_epoch"] == 2
+    assert summary["hardest_negatives"] == "after_warmup" and summary["collapsed_epochs"] == []
+    model, _, vocab = evaluate.load_model(tmp_path / "run" / "last.pt")
+    dev = evaluate.split_sims(model, cfg, vocab, "dev", "cpu")
+    last = recs[-1]
+    assert last["dev_score_std"] == pytest.approx(float(dev.std()), abs=1e-7) and last["dev_score_std"] > 0
+    assert last["dev_score_mean"] == pytest.approx(float(dev.mean()), abs=1e-7)
+    assert last["head_weight_norm"] == pytest.approx(float(model.sim.out.weight.detach().norm()), rel=1e-6)
+    held = train.held_batches(build_train_dataset(cfg.data, vocab, seed=cfg.train.seed), cfg)
+    assert [len(b["lengths"]) for b in held] == [4, 4, 2]  # 10 train captions, batches of 4
+    hinges = train.hinge_diagnostics(model, held, cfg.train.margin, torch.device("cpu"))
+    assert last["held_hinge_mean"] == pytest.approx(hinges["held_hinge_mean"], abs=1e-6)
+    assert (
+        last["held_over_margin"] == pytest.approx(hinges["held_over_margin"])
+        and 0 <= last["held_over_margin"] <= 1
+    )
+    assert last["collapsed"] is False
+
+
+def test_a_run_whose_scores_stop_spreading_is_flagged_collapsed(tmp_path: Path, precomp: Path) -> None:
+    cfg = load_config(RCARConfig, write_config(tmp_path, precomp), ["train.collapse_score_std=10.0"])
+    summary = train.train(cfg, run_dir=tmp_path / "run", device="cpu")  # every spread is below 10
+    assert summary["collapsed_epochs"] == [1, 2]
+    assert [r["collapsed"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [True, True]
+
+
+ADAPTIVE = ["train.epochs=5", "train.lr=0.01", "train.lr_decay_epoch=10"]  # the held hinge falls below 0.2
+
+
+def test_the_adaptive_switch_follows_the_held_hinge(tmp_path: Path, precomp: Path) -> None:
+    cfg = load_config(
+        RCARConfig, write_config(tmp_path, precomp), [*ADAPTIVE, "train.hardest_negatives=adaptive"]
+    )
+    summary = train.train(cfg, run_dir=tmp_path / "run", device="cpu")
+    recs = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    below = next(r["epoch"] for r in recs if r["held_hinge_mean"] < cfg.train.margin)
+    assert summary["hinge_below_margin_epoch"] == below < 5 and summary["switch_epoch"] == below + 1
+    assert [r["hardest_negative"] for r in recs] == [r["epoch"] > below for r in recs]
+
+
+@pytest.mark.parametrize("schedule", ["after_warmup", "adaptive"])
+def test_a_run_branched_off_the_control_equals_one_trained_from_scratch(
+    schedule: str, tmp_path: Path, precomp: Path
+) -> None:
+    """rcar.reproduce starts the official and adaptive runs from the all-negatives control's epoch checkpoint."""
+    path = write_config(tmp_path, precomp)
+    control_cfg = load_config(RCARConfig, path, [*ADAPTIVE, "train.hardest_negatives=never",
+                                                 "train.keep_epoch_checkpoints=true"])  # fmt: skip
+    train.train(control_cfg, run_dir=tmp_path / "control", device="cpu")
+    assert sorted(p.name for p in (tmp_path / "control").glob("epoch_*.pt")) == [
+        f"epoch_{k}.pt" for k in range(1, 6)
+    ]
+    cfg = load_config(RCARConfig, path, [*ADAPTIVE, f"train.hardest_negatives={schedule}"])
+    scratch = train.train(cfg, run_dir=tmp_path / "scratch", device="cpu")
+    epoch = reproduce.branch_epoch(tmp_path / "control", cfg)
+    assert (
+        epoch == (1 if schedule == "after_warmup" else scratch["hinge_below_margin_epoch"]) and 0 < epoch < 5
+    )
+    reproduce.start_branch(tmp_path / "control", tmp_path / "branch", epoch)
+    branch = train.train(cfg, run_dir=tmp_path / "branch", resume=True, device="cpu")
+    assert records_without_time(tmp_path / "branch") == records_without_time(tmp_path / "scratch")
+    assert any(r["hardest_negative"] for r in read_metrics(tmp_path / "branch" / "metrics.jsonl"))
+    for name in ("last.pt", "best.pt"):
+        _same_checkpoint(
+            load_checkpoint(tmp_path / "branch" / name), load_checkpoint(tmp_path / "scratch" / name)
+        )
+    assert branch["test"] == scratch["test"] and branch["switch_epoch"] == scratch["switch_epoch"]
+
+
 def test_epochs_show_progress_lines(tmp_path: Path, precomp: Path) -> None:
     """Off a terminal: one line every train.log_every steps inside each epoch, with loss, rate and ETA."""
     lines: list[str] = []
@@ -272,6 +368,11 @@ def test_train_errors_are_one_line(tmp_path: Path, precomp: Path, capsys) -> Non
         ("train.max_captions_per_epoch=0", "train.max_captions_per_epoch must be >= 1"),
         ("train.batch_size=11", "train.batch_size=11 is more than the 10 captions"),
         ("eval.memory_budget_mb=0", "eval.memory_budget_mb must be >= 1"),
+        ("train.length_groups=0", "train.length_groups must be >= 1, got 0"),
+        ("train.held_batches=0", "train.held_batches must be >= 1, got 0"),
+        ("model.rar_dropout=1.0", "model.rar_dropout must be in [0, 1), got 1.0"),
+        ("train.collapse_score_std=-1.0", "train.collapse_score_std must be >= 0"),
+        ("train.hardest_negatives=sometimes", "train.hardest_negatives"),
     ],
 )
 def test_bad_train_settings_exit_2_and_leave_no_run_folder(
