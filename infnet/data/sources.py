@@ -413,11 +413,10 @@ def read_table(folder: Path, cfg: FeatureConfig) -> pd.DataFrame:
         frame = _read_table_file(path, cfg, wanted)
         if frame.empty:
             raise DataError(f"{path}: no data rows; {TABLE_HELP}")
-        for col in binary:
-            frame[col] = (
-                pd.to_numeric(frame[col], errors="coerce") if frame[col].dtype == object else frame[col]
-            )
-        check_binary_file(frame, binary, path)
+        check_binary_file(frame, binary, path)  # on the cells as written, so a bad one is shown as it is
+        for col in binary:  # CSV cells are text (pandas' "str" or object dtype)
+            if not pd.api.types.is_numeric_dtype(frame[col]):
+                frame[col] = pd.to_numeric(frame[col])
         for col in ids:
             frame[col] = id_strings(frame[col])
         if t.time_column:

@@ -251,6 +251,16 @@ def test_bad_time_cell_names_file_and_row(tmp_path):
         encode_dataset(data_cfg(features(tmp_path, file=csv.name, time_column="timestamp")))
 
 
+def test_bad_label_cell_is_shown_as_written(tmp_path):
+    frame = pd.read_csv(CSV).astype({"like": object})
+    frame.loc[11, "like"] = "yes"
+    csv = write_csv(tmp_path, frame)
+    with pytest.raises(
+        DataError, match=rf"{re.escape(str(csv))}: column 'like' must be 0 or 1, got 'yes' at row 11"
+    ):
+        encode_dataset(data_cfg(features(tmp_path, file=csv.name, time_column="timestamp")))
+
+
 def test_table_needs_a_feature_config():
     with pytest.raises(ConfigError, match=r"data\.dataset table needs data\.feature_config"):
         load_dataset(DataConfig(dataset="table"))
