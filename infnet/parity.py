@@ -368,6 +368,10 @@ def plot_gaps(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 NOTES = {
+    "mmoe": "torch-rechub's gates are Linear → BatchNorm → softmax (its MLP block with a softmax activation); "
+    "ours are the MMoE paper's softmax(W x) (Ma et al., KDD 2018). The experts and towers are the same.",
+    "ple": "torch-rechub's CGC gates are Linear → BatchNorm → softmax; ours are softmax(W x) as in the PLE paper "
+    "(Tang et al., RecSys 2020). The experts and towers are the same.",
     "dcnv2": "torch-rechub's cross layer is x0 ⊙ (W x) + b + x (bias outside the product); ours is the DCNv2 "
     "paper's x0 ⊙ (W x + b) + x (Wang et al. 2021, Eq. 1). Both are full-rank (no low-rank mixture).",
     "din": "torch-rechub's DIN uses Dice activations (the DIN paper's) with BatchNorm in its MLP and in its "
