@@ -15,7 +15,9 @@ per-task towers live in ``infnet/layers.py``, shared with the baselines; the abl
 - ``INFNet``                tokens -> N blocks -> y_i = sigmoid(MLP_i(T_i^(N))); loss = sum_i lambda_i BCE_i.
 
 Cost is linear in L: the queries of every attention are the few proxies / task tokens, never the L sequence
-tokens, and the PGU gate is one vector per sample broadcast over the tokens.
+tokens, and the PGU gate is one vector per sample broadcast over the tokens. ``cross_attention_sums``
+computes the eight CAs of a block from the query side (the keys are never projected), the CAs over one key
+set as one ``MaskedAttention``; ``reference.infnet_forward`` is the key-projecting version it equals.
 
 Deviations (each is a ``ModelConfig`` option; defaults in brackets; see infnet/README.md):
 
@@ -39,6 +41,10 @@ Deviations (each is a ``ModelConfig`` option; defaults in brackets; see infnet/R
 - w/o task tokens: no task tokens and no CA/PGU involving them; each tower reads the flattened final shared
   task tokens T~^(N).
 - A CA whose keys are all padding (an empty history) outputs zeros rather than NaN.
+- W_K has no bias: Q_h b_K,h is the same for every key and cancels in the softmax, so it could not learn.
+- mlp_norm [batchnorm], embed_init_std [1e-4] (``layers.py``): BatchNorm in the towers' hidden layers and a
+  N(0, 1e-4) embedding init, as torch-rechub and FuxiCTR (the paper's framework) do; see the README's
+  "Parity with torch-rechub".
 """
 
 from __future__ import annotations
