@@ -2,9 +2,12 @@
 
 - ``FeatureEmbedding``: the feature tokenization of arXiv 2508.11565v1 §3: categorical tokens
   C = [E_j x_j] in R^{M x d} (one table per field) and sequence tokens S in R^{L x d}, L = sum_a n_a (one
-  table per behaviour, id 0 = padding), with key masks. Every model of Table 1 reads its input through it.
+  table per behaviour, id 0 = padding), with key masks; every table N(0, ``model.embed_init_std``). Every
+  model of Table 1 reads its input through it.
 - ``TaskTowers``: the per-task readout MLP_i of y_i = sigmoid(MLP_i(.)) (§3, output layer).
-- ``mlp``: the Linear-ReLU(-Dropout) stack the towers, phi_cat, the PGU and the baselines are built of.
+- ``mlp``: the Linear(-BatchNorm)-ReLU(-Dropout) stack of the towers and the baselines (``model.mlp_norm``:
+  torch-rechub's and FuxiCTR's block order; phi_cat and the PGU MLP have no BatchNorm).
+- ``RowBatchNorm``: BatchNorm over the last dim of (..., C) inputs.
 - ``validate_model_config``: one-line ``ConfigError`` for impossible ``model.*`` settings, for every model.
 """
 
