@@ -34,6 +34,7 @@ from shared.report import (
     plot_scatter,
     provenance_block,
 )
+from shared.reproduce import nan_mean, seed_std
 
 PAPER = {
     "ppl_reduction": (
@@ -55,13 +56,12 @@ DATA_SOURCE = (
 
 # ------------------------------------------------------------------------------------------ accessors
 def mean(xs: Sequence[float]) -> float:
-    vals = [float(x) for x in xs if x is not None and not math.isnan(float(x))]
-    return float(np.mean(vals)) if vals else float("nan")
+    return nan_mean(xs)
 
 
 def std(xs: Sequence[float]) -> float:
-    vals = [float(x) for x in xs if x is not None and not math.isnan(float(x))]
-    return float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan")
+    """Sample std over seeds; NaN (shown as a dash) for one seed."""
+    return seed_std(xs, single=float("nan"))
 
 
 def runs(metrics: dict[str, Any], key: str) -> list[dict[str, Any]]:

@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -49,11 +47,18 @@ from gem.evaluate import load_trained_model, task_domain
 from gem.model import dense_equal_active_compute
 from gem.report import write_report
 from shared.bench import load_note, machine_info, time_fn
-from shared.checkpoint import load_checkpoint
 from shared.config import load_config
-from shared.errors import ConfigError, DataError, TrainingError, run_cli
+from shared.errors import ConfigError, TrainingError, run_cli
 from shared.log import RunsProgress, get_logger
 from shared.report import machine_description, report_dir, write_metrics_json
+from shared.reproduce import (
+    check_parallelism,
+    rebuild_from_metrics,
+    reproduce_parser,
+    reused_wall_time,
+    run_process,
+    trained_at,
+)
 
 DEFAULT_CONFIG = "gem/configs/suite.yaml"
 log = get_logger("gem.reproduce")
@@ -291,14 +296,7 @@ def run_job(job: Job, study: Study, results: dict, root: Path, args: argparse.Na
         cmd = job_command(job, study, results, root, args.config)
         if group != "compressed":
             cmd += ["--device", args.device]
-        threads = str(args.threads)
-        env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, RAYON_NUM_THREADS=threads,
-                   TOKENIZERS_PARALLELISM="false")  # fmt: skip
-        with open(out / "run.log", "w") as fh:
-            rc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
-        if rc != 0:
-            tail = (out / "run.log").read_text()[-1500:]
-            raise TrainingError(f"{job.name} failed ({' '.join(cmd)}), see {out / 'run.log'}:\n{tail}")
+        run_process(cmd, out / "run.log", args.threads)
     test = json.loads((out / "test_metrics.json").read_text())
     record: dict[str, Any] = {"seed": job.seed, "test": {k: test[k] for k in TEST_KEYS if k in test}}
     if group == "compressed":
@@ -378,16 +376,6 @@ def suite_sizes(cfg: GemConfig) -> dict[str, int]:
             "task_train": cls["train"], "task_val": cls["val"], "task_test": cls["test"], "mc_test": mc}  # fmt: skip
 
 
-def trained_at(root: Path) -> str:
-    commits = set()
-    for path in sorted(root.glob("*/best.pt")):
-        try:
-            commits.add(str(load_checkpoint(path, paper="gem").get("git_commit")))
-        except TrainingError:
-            commits.add("unreadable checkpoint")
-    return ", ".join(sorted(commits)) or "unknown (no best.pt in the run folders)"
-
-
 def collect_metrics(
     study: Study,
     results: dict[tuple[str, int], dict],
@@ -455,7 +443,7 @@ def collect_metrics(
         "latency": latency,
         "sizes": suite_sizes(cfg),
         "wall_time_s": wall,
-        "trained_at": trained_at(root),
+        "trained_at": trained_at(root, "gem"),
         "machine": machine_description(),
         "load_note": load_note(machine),
         "run_root": str(root),
@@ -470,41 +458,25 @@ def ensure_data(cfg: GemConfig) -> None:
     prepare(cfg.data)
 
 
-def reused_wall_time(folder: Path) -> float:
-    if (folder / "wall_time.json").is_file():
-        return float(json.loads((folder / "wall_time.json").read_text())["wall_time_s"])
-    starts = [p.stat().st_mtime for p in folder.glob("*/run.log")]
-    ends = [p.stat().st_mtime for p in folder.glob("*/test_metrics.json")]
-    return max(ends) - min(starts) if starts and ends else 0.0
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="reproduce GEM's specialisation-vs-generalisation study")
-    parser.add_argument(
-        "--quick", action="store_true", help="one seed, the quick suite, few steps (~5 minutes)"
+    parser = reproduce_parser(
+        "reproduce GEM's specialisation-vs-generalisation study",
+        "one seed, the quick suite, few steps (~5 minutes)",
     )
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="base config of every run")
-    parser.add_argument("--jobs", type=int, default=2, help="processes at a time")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--device", default="auto", help="device of the training runs: auto | cpu | cuda")
     parser.add_argument(
         "--seeds", default=None, help="comma-separated seeds of the main rows (default: 0,1,2; QUICK: 0)"
     )
-    parser.add_argument("--reuse", default=None, help="take finished runs from this earlier reproduce folder")
-    parser.add_argument(
-        "--from-metrics", default=None, help="rebuild report.md and the plots from this metrics.json"
-    )
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    check_parallelism(args)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.from_metrics:
-        path = Path(args.from_metrics)
-        if not path.is_file():
-            raise DataError(f"{path} does not exist; pass the metrics.json of a finished reproduction")
-        log.info("wrote %s", write_report(json.loads(path.read_text()), path.parent))
+        log.info("wrote %s", rebuild_from_metrics(args.from_metrics, write_report))
         return
     t0 = time.perf_counter()
     machine = machine_info()

@@ -56,7 +56,7 @@ from torch import nn
 from infnet.config import InfnetConfig, ModelConfig
 from shared.checkpoint import git_commit
 from shared.config import load_config
-from shared.errors import ConfigError, DataError, run_cli
+from shared.errors import ConfigError, run_cli
 from shared.log import RunsProgress, get_logger
 from shared.report import (
     Report,
@@ -67,6 +67,7 @@ from shared.report import (
     report_dir,
     write_metrics_json,
 )
+from shared.reproduce import check_parallelism, rebuild_from_metrics
 
 if TYPE_CHECKING:
     from infnet.data import FeatureSpec
@@ -401,19 +402,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--from-json", default=None, help="rebuild parity.md and the plot from parity.json")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
-    for key in ("jobs", "threads"):
-        if getattr(args, key) < 1:
-            raise ConfigError(f"--{key} must be >= 1")
+    check_parallelism(args)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.from_json:
-        path = Path(args.from_json)
-        if not path.is_file():
-            raise DataError(f"{path} does not exist; pass the parity.json of a finished parity run")
-        log.info("wrote %s", write_report(json.loads(path.read_text()), path.parent))
+        log.info("wrote %s", rebuild_from_metrics(args.from_json, write_report))
         return
     require_rechub()
     from infnet.data import load_dataset

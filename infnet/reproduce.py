@@ -24,11 +24,9 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +35,9 @@ import torch
 
 from infnet.config import InfnetConfig
 from shared.bench import load_note
-from shared.checkpoint import load_checkpoint
 from shared.config import load_config
-from shared.errors import DataError, TrainingError, run_cli
-from shared.log import RunsProgress, get_logger, read_metrics
+from shared.errors import DataError, run_cli
+from shared.log import get_logger
 from shared.report import (
     Report,
     machine_description,
@@ -52,6 +49,17 @@ from shared.report import (
     provenance_block,
     report_dir,
     write_metrics_json,
+)
+from shared.reproduce import (
+    check_parallelism,
+    nan_mean,
+    rebuild_from_metrics,
+    reproduce_parser,
+    reused_wall_time,
+    run_parallel,
+    seed_std,
+    train_process,
+    trained_at,
 )
 
 DEFAULT_CONFIG = "infnet/configs/movielens100k.yaml"
@@ -150,64 +158,21 @@ def ensure_data(cfg: InfnetConfig) -> tuple[list[str], dict[str, int]]:
     return list(spec.tasks), {"train": len(train), "val": len(val), "test": len(test)}
 
 
-def run_one(config: str, overrides: list[str], run_dir: Path, threads: int) -> dict[str, Any]:
-    """One training process (skipped when the run folder has finished); its ``summary.json`` and the
-    per-epoch ``metrics.jsonl`` as ``curve``."""
-    done = run_dir / "summary.json"
-    if not done.is_file():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "infnet.train", "--config", config, "--run-dir", str(run_dir)]
-        cmd += [a for o in overrides for a in ("--set", o)]
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        with open(run_dir / "train.log", "w") as fh:
-            rc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
-        if rc != 0:
-            tail = (run_dir / "train.log").read_text()[-1500:]
-            raise TrainingError(f"training failed ({' '.join(cmd)}), see {run_dir / 'train.log'}:\n{tail}")
-    summary = json.loads(done.read_text())
-    summary["curve"] = read_metrics(run_dir / "metrics.jsonl")
-    return summary
-
-
 def run_all(
     args: argparse.Namespace, seeds: list[int], extra: list[str], root: Path
 ) -> dict[str, list[dict]]:
-    """Every (model, seed) run, ``--jobs`` at a time; ``{model key: [summary per seed, in seed order]}``."""
-    jobs = [(key, i, seed) for key in ORDER for i, seed in enumerate(seeds)]
+    """Every (model, seed) run, ``--jobs`` at a time, longest first; ``{model key: [summary per seed]}``."""
     overrides = {key: ov for key, _, ov in MODELS}
-    results: dict[str, list[dict]] = {key: [{}] * len(seeds) for key, _, _ in MODELS}
-    progress = RunsProgress(len(jobs), log)
 
-    subsets = args.subsets
+    def job(key_seed: tuple[str, int]) -> dict[str, Any]:
+        key, seed = key_seed
+        subset = [f"data.max_train_rows={args.subsets[key]}"] if key in args.subsets else []
+        sets = [*overrides[key], f"train.seed={seed}", *extra, *subset]
+        return train_process("infnet", args.config, sets, root / f"{key}_seed{seed}", args.threads)
 
-    def job(key: str, seed: int) -> tuple[dict[str, Any], float]:
-        t0 = time.perf_counter()
-        run_dir = root / f"{key}_seed{seed}"
-        subset = [f"data.max_train_rows={subsets[key]}"] if key in subsets else []
-        res = run_one(
-            args.config, [*overrides[key], f"train.seed={seed}", *extra, *subset], run_dir, args.threads
-        )
-        return res, time.perf_counter() - t0
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(job, key, seed): (key, i, seed) for key, i, seed in jobs}
-        for fut in as_completed(futures):
-            key, i, seed = futures[fut]
-            res, seconds = fut.result()
-            results[key][i] = res
-            progress.finished(f"{key} seed {seed}: test mean AUC {res['test']['mean_auc']:.4f}", seconds)
-    return results
-
-
-def trained_at(root: Path) -> str:
-    """The commit(s) recorded in the runs' ``best.pt`` (written by ``shared.checkpoint``)."""
-    commits = set()
-    for path in sorted(root.glob("*/best.pt")):
-        try:
-            commits.add(str(load_checkpoint(path, paper="infnet").get("git_commit")))
-        except TrainingError:
-            commits.add("unreadable checkpoint")
-    return ", ".join(sorted(commits)) or "unknown (no best.pt in the run folders)"
+    done = run_parallel([(key, seed) for key in ORDER for seed in seeds], job, args.jobs, log,
+                        lambda j, res: f"{j[0]} seed {j[1]}: test mean AUC {res['test']['mean_auc']:.4f}")  # fmt: skip
+    return {key: [done[(key, seed)] for seed in seeds] for key, _, _ in MODELS}
 
 
 def collect_metrics(
@@ -238,7 +203,7 @@ def collect_metrics(
         "sizes": sizes,
         "wall_time_s": wall,
         "command": "make reproduce-infnet" + (" QUICK=1" if args.quick else ""),
-        "trained_at": trained_at(root),
+        "trained_at": trained_at(root, "infnet"),
         "trained_on": f"{machine_description()}; Python {sys.version.split()[0]}, torch {torch.__version__}",
         "run_root": str(root),
         "runs": {
@@ -267,14 +232,7 @@ def values(runs: list[dict], metric: str) -> list[float]:
     return [float(r["test"][metric]) for r in runs]
 
 
-def mean(xs: Sequence[float]) -> float:
-    xs = [x for x in xs if not math.isnan(x)]
-    return float(np.mean(xs)) if xs else float("nan")
-
-
-def std(xs: Sequence[float]) -> float:
-    """Sample std over seeds (0 for one seed: no spread to show)."""
-    return float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
+mean, std = nan_mean, seed_std  # over seeds (std 0 for one seed: no spread to show)
 
 
 def verdict(ours: list[float], other: list[float], higher: bool = True) -> str:
@@ -594,38 +552,22 @@ def write_report(metrics: dict[str, Any], out_dir: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------- main
-def reused_wall_time(folder: Path) -> float:
-    """Wall time of an earlier reproduce folder: recorded, or from its files (first config to last result)."""
-    if (folder / "wall_time.json").is_file():
-        return float(json.loads((folder / "wall_time.json").read_text())["wall_time_s"])
-    starts = [p.stat().st_mtime for p in folder.glob("*/config.yaml")]
-    ends = [p.stat().st_mtime for p in folder.glob("*/summary.json")]
-    return max(ends) - min(starts) if starts and ends else 0.0
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="reproduce INFNet's comparisons on the embedded data")
-    parser.add_argument("--quick", action="store_true", help="one seed, fewer rows and epochs (~5 minutes)")
+    parser = reproduce_parser(
+        "reproduce INFNet's comparisons on the embedded data", "one seed, fewer rows and epochs (~5 minutes)"
+    )
     parser.add_argument("--config", default=DEFAULT_CONFIG)
-    parser.add_argument("--jobs", type=int, default=2, help="training processes at a time")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per training process")
     parser.add_argument("--epochs", type=int, default=None, help="override the epoch cap")
     parser.add_argument("--max-rows", type=int, default=None, help="override the row cap (0 = all rows)")
-    parser.add_argument("--reuse", default=None, help="take finished runs from this earlier reproduce folder")
-    parser.add_argument(
-        "--from-metrics", default=None, help="rebuild report.md and the plots beside this metrics.json only"
-    )
-    parser.add_argument("--debug", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    check_parallelism(args)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.from_metrics:
-        path = Path(args.from_metrics)
-        if not path.is_file():
-            raise DataError(f"{path} does not exist; pass the metrics.json of a finished reproduction")
-        log.info("wrote %s", write_report(json.loads(path.read_text()), path.parent))
+        log.info("wrote %s", rebuild_from_metrics(args.from_metrics, write_report))
         return
     t0 = time.perf_counter()
     budget = QUICK if args.quick else FULL

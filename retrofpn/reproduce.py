@@ -25,14 +25,11 @@ The full run writes ``results/retrofpn/`` (committed; about 30 minutes on 2 core
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +37,9 @@ import numpy as np
 import torch
 
 from retrofpn.config import RetrofpnConfig
-from shared.checkpoint import load_checkpoint
 from shared.config import load_config
-from shared.errors import DataError, TrainingError, run_cli
-from shared.log import RunsProgress, get_logger, read_metrics
+from shared.errors import run_cli
+from shared.log import get_logger
 from shared.report import (
     Report,
     machine_description,
@@ -53,6 +49,17 @@ from shared.report import (
     provenance_block,
     report_dir,
     write_metrics_json,
+)
+from shared.reproduce import (
+    check_parallelism,
+    nan_mean,
+    rebuild_from_metrics,
+    reproduce_parser,
+    reused_wall_time,
+    run_parallel,
+    seed_std,
+    train_process,
+    trained_at,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,25 +121,6 @@ def data_sizes(info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_one(config: str, overrides: list[str], run_dir: Path, threads: int) -> dict[str, Any]:
-    """One training process (skipped when the folder has finished); its ``summary.json`` with the per-epoch
-    ``metrics.jsonl`` as ``curve``."""
-    done = run_dir / "summary.json"
-    if not done.is_file():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "retrofpn.train", "--config", config, "--run-dir", str(run_dir)]
-        cmd += [a for o in overrides for a in ("--set", o)]
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        with open(run_dir / "train.log", "w") as fh:
-            rc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
-        if rc != 0:
-            tail = (run_dir / "train.log").read_text()[-1500:]
-            raise TrainingError(f"training failed ({' '.join(cmd)}), see {run_dir / 'train.log'}:\n{tail}")
-    summary = json.loads(done.read_text())
-    summary["curve"] = read_metrics(run_dir / "metrics.jsonl")
-    return summary
-
-
 def jobs(budget: dict[str, Any]) -> list[tuple[str, str, str, int]]:
     """(group, backbone, variant, seed) of every run, longest first (the LiDAR runs are the short ones)."""
     out = [("indoor", b, v, s) for b, v in ORDER for s in budget["seeds"]]
@@ -153,43 +141,22 @@ def overrides_of(group: str, variant: str, seed: int, budget: dict[str, Any], th
 
 def run_all(args: argparse.Namespace, budget: dict[str, Any], root: Path) -> dict[str, dict[str, list[dict]]]:
     """Every run, ``--jobs`` at a time; ``{group: {"<backbone>_<variant>": [summary per seed]}}``."""
-    todo = jobs(budget)
-    results: dict[str, dict[str, list[dict]]] = {"indoor": {}, "lidar": {}}
-    for group, b, v, _ in todo:
-        n = len(budget["seeds"] if group == "indoor" else budget["lidar_seeds"])
-        results[group].setdefault(f"{b}_{v}", [{}] * n)
-    progress = RunsProgress(len(todo), log)
 
-    def job(group: str, b: str, v: str, seed: int) -> tuple[dict[str, Any], float]:
-        t0 = time.perf_counter()
+    def job(j: tuple[str, str, str, int]) -> dict[str, Any]:
+        group, b, v, seed = j
         config = str(REPO / (CONFIGS if group == "indoor" else LIDAR_CONFIGS)[b])
-        res = run_one(config, overrides_of(group, v, seed, budget, args.threads), root / f"{group}_{b}_{v}_seed{seed}",
-                      args.threads)  # fmt: skip
-        res["run_folder"] = f"{group}_{b}_{v}_seed{seed}"
-        return res, time.perf_counter() - t0
+        folder = f"{group}_{b}_{v}_seed{seed}"
+        res = train_process("retrofpn", config, overrides_of(group, v, seed, budget, args.threads), root / folder,
+                            args.threads)  # fmt: skip
+        return {**res, "run_folder": folder}
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(job, *j): j for j in todo}
-        for fut in as_completed(futures):
-            group, b, v, seed = futures[fut]
-            res, seconds = fut.result()
-            seeds = budget["seeds"] if group == "indoor" else budget["lidar_seeds"]
-            results[group][f"{b}_{v}"][seeds.index(seed)] = res
-            progress.finished(
-                f"{group} {label(b, v)} seed {seed}: test mIoU {res['test']['miou']:.4f}", seconds
-            )
+    todo = jobs(budget)
+    done = run_parallel(todo, job, args.jobs, log,
+                        lambda j, res: f"{j[0]} {label(j[1], j[2])} seed {j[3]}: test mIoU {res['test']['miou']:.4f}")  # fmt: skip
+    results: dict[str, dict[str, list[dict]]] = {"indoor": {}, "lidar": {}}
+    for group, b, v, seed in todo:  # in seed order per model
+        results[group].setdefault(f"{b}_{v}", []).append(done[(group, b, v, seed)])
     return results
-
-
-def trained_at(root: Path) -> str:
-    """The commit(s) recorded in the runs' ``best.pt``."""
-    commits = set()
-    for path in sorted(root.glob("*/best.pt")):
-        try:
-            commits.add(str(load_checkpoint(path, paper="retrofpn").get("git_commit")))
-        except TrainingError:
-            commits.add("unreadable checkpoint")
-    return ", ".join(sorted(commits)) or "unknown (no best.pt in the run folders)"
 
 
 def pictures(results: dict[str, dict[str, list[dict]]], root: Path, out_dir: Path) -> dict[str, Any]:
@@ -258,7 +225,7 @@ def collect_metrics(
         "wall_time_s": wall,
         "load_average": load,
         "command": "make reproduce-retrofpn" + (" QUICK=1" if args.quick else ""),
-        "trained_at": trained_at(root),
+        "trained_at": trained_at(root, "retrofpn"),
         "trained_on": f"{machine_description()}; Python {sys.version.split()[0]}, torch {torch.__version__}",
         "run_root": str(root),
         "runs": {
@@ -291,15 +258,7 @@ def class_values(runs: list[dict], name: str) -> list[float]:
     return [float(r["test"]["iou"][name]) for r in runs]
 
 
-def mean(xs: Sequence[float]) -> float:
-    xs = [x for x in xs if not math.isnan(x)]
-    return float(np.mean(xs)) if xs else float("nan")
-
-
-def std(xs: Sequence[float]) -> float:
-    """Sample std over seeds (0 for one seed)."""
-    xs = [x for x in xs if not math.isnan(x)]
-    return float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
+mean, std = nan_mean, seed_std  # over seeds (std 0 for one seed)
 
 
 def pct(x: float) -> str:
@@ -601,34 +560,19 @@ def write_report(metrics: dict[str, Any], out_dir: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------- main
-def reused_wall_time(folder: Path) -> float:
-    if (folder / "wall_time.json").is_file():
-        return float(json.loads((folder / "wall_time.json").read_text())["wall_time_s"])
-    starts = [p.stat().st_mtime for p in folder.glob("*/config.yaml")]
-    ends = [p.stat().st_mtime for p in folder.glob("*/summary.json")]
-    return max(ends) - min(starts) if starts and ends else 0.0
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="reproduce Retro-FPN's comparison on the embedded data")
-    parser.add_argument("--quick", action="store_true", help="one seed, 2 short epochs (a few minutes)")
-    parser.add_argument("--jobs", type=int, default=2, help="training processes at a time")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per training process")
-    parser.add_argument("--reuse", default=None, help="take finished runs from this earlier reproduce folder")
-    parser.add_argument(
-        "--from-metrics", default=None, help="rebuild report.md and the plots beside this metrics.json"
+    parser = reproduce_parser(
+        "reproduce Retro-FPN's comparison on the embedded data", "one seed, 2 short epochs (a few minutes)"
     )
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    check_parallelism(args)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.from_metrics:
-        path = Path(args.from_metrics)
-        if not path.is_file():
-            raise DataError(f"{path} does not exist; pass the metrics.json of a finished reproduction")
-        log.info("wrote %s", write_report(json.loads(path.read_text()), path.parent))
+        log.info("wrote %s", rebuild_from_metrics(args.from_metrics, write_report))
         return
     t0 = time.perf_counter()
     load = {"start": list(os.getloadavg())}
