@@ -29,8 +29,8 @@ from shared.config import config_from_dict, load_config
 from shared.distributed import DistInfo
 from shared.errors import run_cli
 from shared.log import read_metrics
-from shared.run import TrainRun
 from tests.gem.train_helpers import ROOT, build_tiny_suite, tiny_config, write_config
+from tests.resume import killed_then_resumed
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
@@ -110,25 +110,8 @@ def test_generate_cli_continues_a_prompt_from_the_trained_checkpoint(generalist:
 # --------------------------------------------------------------------------------------- resume, guards
 def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, data: dict, monkeypatch):
     cfg = config(tmp_path, data, train={"epochs": 3})
-    assert train(cfg, "--run-dir", str(tmp_path / "full")) == 0
-
-    class KilledAfterEpoch2(TrainRun):
-        def end_epoch(self, record, *args, **kwargs):
-            is_best = super().end_epoch(record, *args, **kwargs)
-            if record["epoch"] == 2:
-                raise KeyboardInterrupt  # as if killed right after epoch 2's checkpoint
-            return is_best
-
-    with monkeypatch.context() as m:
-        m.setattr(gem.train, "TrainRun", KilledAfterEpoch2)
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, "--run-dir", str(tmp_path / "cut"))
-    assert len(read_metrics(tmp_path / "cut" / "metrics.jsonl")) == 2
-    assert train(cfg, "--run-dir", str(tmp_path / "cut"), "--resume") == 0
-    full, cut = (read_metrics(tmp_path / r / "metrics.jsonl") for r in ("full", "cut"))
-    assert strip_time(cut) == strip_time(full) and len(full) == 3
-    tests = [json.loads((tmp_path / r / "test_metrics.json").read_text()) for r in ("full", "cut")]
-    assert tests[0] == tests[1]
+    full, cut, test_full, test_cut = killed_then_resumed(train, gem.train, cfg, tmp_path, 2, monkeypatch)
+    assert cut == full and len(full) == 3 and test_full == test_cut
 
 
 def test_nan_guard_names_the_step(tmp_path: Path, data: dict, capsys):

@@ -26,8 +26,8 @@ from shared.checkpoint import save_checkpoint
 from shared.config import load_config
 from shared.errors import run_cli
 from shared.log import read_metrics
-from shared.run import TrainRun
 from tests.infnet.model_helpers import random_load_dataset
+from tests.resume import killed_then_resumed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,29 +85,10 @@ def test_baselines_train_through_the_same_cli(tmp_path, name):
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
     config = write_config(tmp_path, epochs=3)
-    assert train(config, "--run-dir", str(tmp_path / "full")) == 0
-
-    class KilledAfterEpoch2(TrainRun):
-        def end_epoch(self, record, *args, **kwargs):
-            is_best = super().end_epoch(record, *args, **kwargs)
-            if record["epoch"] == 2:
-                raise KeyboardInterrupt  # as if killed right after epoch 2's checkpoint
-            return is_best
-
-    with monkeypatch.context() as m:
-        m.setattr(infnet.train, "TrainRun", KilledAfterEpoch2)
-        with pytest.raises(KeyboardInterrupt):
-            train(config, "--run-dir", str(tmp_path / "cut"))
-    assert len(read_metrics(tmp_path / "cut" / "metrics.jsonl")) == 2
-    assert train(config, "--run-dir", str(tmp_path / "cut"), "--resume") == 0
-    full, cut = (
-        read_metrics(tmp_path / "full" / "metrics.jsonl"),
-        read_metrics(tmp_path / "cut" / "metrics.jsonl"),
+    full, cut, test_full, test_cut = killed_then_resumed(
+        train, infnet.train, config, tmp_path, 2, monkeypatch
     )
-    strip = [{k: v for k, v in r.items() if k != "train_time_s"} for r in full]
-    assert [{k: v for k, v in r.items() if k != "train_time_s"} for r in cut] == strip
-    test = [json.loads((tmp_path / r / "test_metrics.json").read_text()) for r in ("full", "cut")]
-    assert test[0] == test[1]
+    assert cut == full and len(full) == 3 and test_full == test_cut
 
 
 def test_resume_after_a_model_change_is_refused_with_one_line(tmp_path, capsys):

@@ -25,11 +25,10 @@ from shared.checkpoint import load_checkpoint
 from shared.config import config_from_dict, load_config
 from shared.errors import run_cli
 from shared.log import read_metrics
-from shared.run import TrainRun
+from tests.resume import TIMED_KEYS, killed_then_resumed
 from tests.retrofpn.train_helpers import tiny_config, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMES = ("epoch_time_s", "val_time_s", "train_time_s", "samples_per_s", "points_per_s")
 
 
 @pytest.fixture(autouse=True)
@@ -41,10 +40,6 @@ def train(config: Path, *args: str) -> int:
     return run_cli(retrofpn.train.main, ["--config", str(config), "--device", "cpu", *args])
 
 
-def untimed(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMES} for r in records]
-
-
 def test_train_writes_a_complete_run_folder(tmp_path):
     config = write_config(tmp_path, train={"epochs": 2})
     assert train(config, "--run-dir", str(tmp_path / "run")) == 0
@@ -53,7 +48,7 @@ def test_train_writes_a_complete_run_folder(tmp_path):
         assert (run / name).is_file(), name
     records = read_metrics(run / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [1, 2]
-    keys = {"loss", "lr", "val_miou", "val_macc", "val_oa", *TIMES, *(f"loss_l{i}" for i in range(1, 6))}
+    keys = {"loss", "lr", "val_miou", "val_macc", "val_oa", *TIMED_KEYS, *(f"loss_l{i}" for i in range(1, 6))}
     assert keys <= set(records[0])
     for r in records:  # the total is the weighted (here: plain) sum of the five level losses
         assert r["loss"] == pytest.approx(sum(r[f"loss_l{i}"] for i in range(1, 6)), rel=1e-6)
@@ -93,25 +88,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch, backbone
     """Killed after epoch 1 and resumed: the same metrics.jsonl, test metrics and bit-identical weights
     (PTv2 steps its OneCycle schedule per iteration; 0 loader workers)."""
     config = write_config(tmp_path, backbone, train={"epochs": 2}, data={"loop": 1})
-    assert train(config, "--run-dir", str(tmp_path / "full")) == 0
-
-    class KilledAfterEpoch1(TrainRun):
-        def end_epoch(self, record, *args, **kwargs):
-            is_best = super().end_epoch(record, *args, **kwargs)
-            if record["epoch"] == 1:
-                raise KeyboardInterrupt  # as if killed right after epoch 1's checkpoint
-            return is_best
-
-    with monkeypatch.context() as m:
-        m.setattr(retrofpn.train, "TrainRun", KilledAfterEpoch1)
-        with pytest.raises(KeyboardInterrupt):
-            train(config, "--run-dir", str(tmp_path / "cut"))
-    assert len(read_metrics(tmp_path / "cut" / "metrics.jsonl")) == 1
-    assert train(config, "--run-dir", str(tmp_path / "cut"), "--resume") == 0
-    full, cut = (read_metrics(tmp_path / r / "metrics.jsonl") for r in ("full", "cut"))
-    assert untimed(cut) == untimed(full) and len(full) == 2
-    tests = [json.loads((tmp_path / r / "test_metrics.json").read_text()) for r in ("full", "cut")]
-    assert tests[0] == tests[1]
+    full, cut, test_full, test_cut = killed_then_resumed(
+        train, retrofpn.train, config, tmp_path, 1, monkeypatch
+    )
+    assert cut == full and len(full) == 2 and test_full == test_cut
     for name in ("last.pt", "best.pt"):
         a, b = (load_checkpoint(tmp_path / r / name)["model"] for r in ("full", "cut"))
         assert all(torch.equal(a[k], b[k]) for k in a), name
