@@ -1,9 +1,20 @@
-"""Benchmark of the fast, exact RCAR evaluation against the official per-caption loop.
+"""Benchmark of the RCAR training step and of the fast, exact evaluation, each against its reference.
 
     python -m rcar.bench [--quick]      (make bench-rcar [QUICK=1]) -> results/bench/rcar.json
                                         (QUICK: runs/bench/rcar_quick.json, never over the committed one)
 
-At the paper's dimensions (36 regions, 1024-d, sim 256, captions of ~12 words, RCAR K=2, t2i) with random
+**Training step at the embedded config** (``rcar/configs/mnist_scenes.yaml``: batch 32, embed 64, sim 32,
+12 regions x 256-d, one thread as in the reproduction): one step (forward, hinge loss, backward, gradient
+clipping, AdamW) of each of the 8 variants on the same batches, before and after the training speed-up, in
+one run: before = ``rcar.reference.reference_batch_sims`` (the batch padded to its longest caption, tanh,
+``bernoulli_`` dropout masks, quotient L2 norms), after = ``RCAR.forward(length_groups=train.length_groups)``.
+The captions have the embedded set's lengths: they come from its own caption generator
+(``rcar.data.scenes``, which needs digit labels only, not the MNIST pixels) with the training augmentation,
+so no data build is needed. Best of ``--train-repeats`` interleaved repeats of ``--train-steps`` steps per
+path and variant; the headline is the steps/s ratio of one step of every variant (the reproduction's mix),
+with each variant's ratio beside it and the eval-mode scores of the two paths compared.
+
+**Evaluation.** At the paper's dimensions (36 regions, 1024-d, sim 256, captions of ~12 words, RCAR K=2, t2i) with random
 weights, on a subset of images x captions, in one run:
 
 - the per-caption reference (``rcar.reference.reference_shard_sims``: the official
@@ -25,20 +36,142 @@ Timings, peak memory, the matmul peak and the machine description (with its load
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rcar.config import ModelConfig
+from rcar.config import ModelConfig, RCARConfig
+from rcar.data import Vocab, augment_caption, collate_train
+from rcar.data.scenes import captions_for, make_scenes
 from rcar.evaluate import pair_workspace_bytes, sims_from_embeddings
+from rcar.loss import triplet_loss
 from rcar.model import RCAR
-from rcar.reference import reference_shard_sims
+from rcar.prepare import build_vocab
+from rcar.reference import reference_batch_sims, reference_shard_sims
 from shared.bench import PeakRSS, in_fresh_process, interleaved, load_note, machine_info, matmul_peak_gflops
+from shared.config import load_config
 from shared.errors import ConfigError, run_cli
 from shared.report import write_metrics_json
+from shared.run import optimizer_step
+
+EMBEDDED = Path(__file__).parent / "configs" / "mnist_scenes.yaml"
+VARIANTS = [(d, m) for d in ("t2i", "i2t") for m in ("baseline", "rcr", "rar", "rcar")]
+
+
+# ------------------------------------------------------------------------------------------ training step
+def embedded_batches(
+    cfg: RCARConfig, n_batches: int, seed: int = 0
+) -> tuple[list[dict[str, torch.Tensor]], int]:
+    """Training batches at the embedded config, and the vocabulary size.
+
+    Random region features; captions from the embedded set's generator over scenes of digit labels (the
+    pixels only matter to the region features), encoded and augmented as ``PrecompDataset`` does, collated
+    like the training loader.
+    """
+    bank = SimpleNamespace(labels=np.arange(500) % 10)  # all _place reads of a DigitBank
+    rng = np.random.default_rng([seed, 11])
+    n = n_batches * cfg.train.batch_size
+    scenes = make_scenes(bank, np.arange(500), (n + 4) // 5, seed)
+    captions = [c for sc in scenes for c in captions_for(sc, rng)][:n]
+    v = build_vocab(captions)
+    vocab = Vocab(v["word2idx"], {int(k): w for k, w in v["idx2word"].items()}, v["idx"])
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for i, caption in enumerate(captions):
+        ids = augment_caption(vocab.encode(caption), len(vocab), vocab.mask_id, rng)
+        feats = torch.randn(cfg.data.n_regions, cfg.model.img_dim, generator=g)
+        items.append((feats, torch.tensor(ids), i, i))
+    b = cfg.train.batch_size
+    return [collate_train(items[lo : lo + b]) for lo in range(0, n, b)], len(vocab)
+
+
+def training_step_timing(
+    mode: str, direction: str, batches: list[dict], vocab_size: int, steps: int, repeats: int, warmup: int
+) -> dict[str, Any]:
+    """Steps/s of the pre-speed-up training step and the current one, interleaved, on the same batches."""
+    cfg = load_config(RCARConfig, EMBEDDED, [f"model.mode={mode}", f"model.direction={direction}"])
+    tc = cfg.train
+    paths = {}
+    for name in ("before", "after"):
+        torch.manual_seed(0)  # the same initial weights for both
+        model = RCAR(cfg.model, vocab_size).train()
+        paths[name] = (model, torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay))
+    with torch.no_grad():  # eval mode: the two paths must give the same scores
+        b = batches[0]
+        before_model, after_model = paths["before"][0].eval(), paths["after"][0].eval()
+        gap = (reference_batch_sims(before_model, b["images"], b["captions"], b["lengths"])
+               - after_model(b["images"], b["captions"], b["lengths"], length_groups=tc.length_groups)).abs().max()  # fmt: skip
+        before_model.train(), after_model.train()
+
+    def run(name: str) -> None:
+        model, opt = paths[name]
+        for i in range(steps):
+            b = batches[i % len(batches)]
+            if name == "before":
+                sims = reference_batch_sims(model, b["images"], b["captions"], b["lengths"])
+            else:
+                sims = model(b["images"], b["captions"], b["lengths"], length_groups=tc.length_groups)
+            optimizer_step(
+                triplet_loss(sims, b["image_index"], tc.margin, False), opt, i, grad_clip=tc.grad_clip
+            )
+
+    timings = interleaved({n: (lambda n=n: run(n)) for n in paths}, warmup=warmup, repeats=repeats)
+    before, after = timings["before"].best_s / steps, timings["after"].best_s / steps
+    return {
+        "variant": f"{direction} {mode}",
+        "before_step_s": before,
+        "after_step_s": after,
+        "before_steps_per_s": 1 / before,
+        "after_steps_per_s": 1 / after,
+        "speedup": before / after,
+        "eval_max_abs_diff": float(gap),
+        "before_timing": timings["before"].as_dict(),
+        "after_timing": timings["after"].as_dict(),
+    }
+
+
+def training_benchmark(steps: int, repeats: int, warmup: int) -> dict[str, Any]:
+    """Every variant's training step before and after, one thread; the headline over one step of each."""
+    cfg = load_config(RCARConfig, EMBEDDED)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the reproduction's jobs are single-threaded
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    try:
+        batches, vocab_size = embedded_batches(cfg, n_batches=min(steps, 8))
+        variants = [
+            training_step_timing(m, d, batches, vocab_size, steps, repeats, warmup) for d, m in VARIANTS
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    before = sum(v["before_step_s"] for v in variants)
+    after = sum(v["after_step_s"] for v in variants)
+    lengths = torch.cat([b["lengths"] for b in batches]).float()
+    return {
+        "batch_size": cfg.train.batch_size,
+        "embed_size": cfg.model.embed_size,
+        "sim_dim": cfg.model.sim_dim,
+        "length_groups": cfg.train.length_groups,
+        "threads": 1,
+        "steps": steps,
+        "repeats": repeats,
+        "caption_tokens_mean_max": [float(lengths.mean()), float(lengths.max())],
+        "load_average_before": load_before,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "variants": variants,
+        "before_steps_per_s": 1 / before,  # one step of each of the 8 variants
+        "after_steps_per_s": 1 / after,
+        "speedup": before / after,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
 
 
 # --------------------------------------------------------------------------------------------------- counting
@@ -173,13 +306,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--repeats", type=int, default=None, help="timed runs per path, best kept (default 2, quick 1)"
     )
     p.add_argument(
+        "--train-steps", type=int, default=None, help="training steps per timed repeat (default 10, quick 1)"
+    )
+    p.add_argument(
+        "--train-repeats", type=int, default=None, help="timed repeats per training path (default 3, quick 1)"
+    )
+    p.add_argument(
         "--out", default=None, help="default results/bench/rcar.json (quick: runs/bench/rcar_quick.json)"
     )
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     n_cap = args.captions if args.captions is not None else (100 if args.quick else 500)
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 2)
-    for flag, value in (("--images", args.images), ("--captions", n_cap), ("--repeats", repeats)):
+    train_steps = args.train_steps if args.train_steps is not None else (1 if args.quick else 10)
+    train_repeats = args.train_repeats if args.train_repeats is not None else (1 if args.quick else 3)
+    checks = [("--images", args.images), ("--captions", n_cap), ("--repeats", repeats)]
+    checks += [("--train-steps", train_steps), ("--train-repeats", train_repeats)]
+    for flag, value in checks:
         if value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     if args.budget_mb <= 0:
@@ -193,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     flops = flops_per_pair(cfg, 36, 12)
     t0 = time.time()
     machine = machine_info(("torchvision",))  # read first: other jobs' load lowers every figure below
+    training = training_benchmark(train_steps, train_repeats, warmup=0 if args.quick else 1)
     peak_before = matmul_peak_gflops()
     cpu100 = compare(model, args.images, n_cap, 100, args.budget_mb, cpu, flops, repeats)
     cpu10 = compare(model, args.images, n_cap10, 10, args.budget_mb, cpu, flops, repeats)
@@ -204,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "(paper dims: 36 regions, d=1024, sim 256, ~12-word captions, RCAR K=2, t2i; random weights)",
         "machine": machine,
         "quick": args.quick,
+        "training": training,
         "flops_per_pair": flops,
         "matmul_peak_gflops": peak,
         "budget_mb": args.budget_mb,
@@ -227,6 +372,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             "10_image_shards": compare(model_gpu, args.images, n_cap10, 10, 4096, gpu, flops),
         }
     targets = {
+        "training step at least 1.5x (one step of each variant)": training["speedup"] >= 1.5,
+        "training paths give the same eval-mode scores (max abs diff <= 1e-5)": max(
+            v["eval_max_abs_diff"] for v in training["variants"]
+        )
+        <= 1e-5,
         "identical_scores (max abs diff <= 1e-5)": max(cpu100["max_abs_diff"], cpu10["max_abs_diff"]) <= 1e-5,
         "never slower than the reference (100-image shards)": cpu100["speedup"] >= 1.0,
         "at least 60% of the matmul peak": result["fast_fraction_of_peak"] >= 0.6,
@@ -236,8 +386,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         targets["GPU: at least 5x the per-caption loop"] = result["gpu"]["100_image_shards"]["speedup"] >= 5
     result["targets"] = targets
     result["wall_s"] = time.time() - t0
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     write_metrics_json(result, out)
     print(f"{load_note(machine)}; FLOPs per pair {flops / 1e6:.1f} M; matmul peak {peak:.0f} GFLOP/s")
+    print(
+        f"training step, 1 thread, best of {train_repeats} x {train_steps} steps (load {training['load_average_before'][0]:.2f}):"
+    )
+    for v in training["variants"]:
+        print(
+            f"  {v['variant']}: {v['before_steps_per_s']:.2f} -> {v['after_steps_per_s']:.2f} steps/s, x{v['speedup']:.2f}"
+        )
+    print(f"  one step of each: x{training['speedup']:.2f}")
     for name, r in (("100-image shards", cpu100), ("10-image shards", cpu10)):
         print(
             f"{name}: {r['images']} x {r['captions']}: reference {r['reference_s']:.2f} s "

@@ -103,7 +103,7 @@ class TrainConfig:
         held_batches: fixed train batches (no augmentation, eval mode) scored after every epoch for the
             hinge diagnostics of metrics.jsonl and the adaptive switch
         collapse_score_std: an epoch whose dev similarities have a smaller std over all pairs is flagged
-            collapsed (every pair scores about the same)
+            collapsed (every pair scores about the same; 0.02 is a tenth of the official margin)
         keep_epoch_checkpoints: also keep every epoch's checkpoint as epoch_<k>.pt, so that runs of other
             schedules can be branched off this one (rcar.reproduce does, off the all-negatives control)
         margin: hinge margin α of the triplet loss
@@ -125,7 +125,7 @@ class TrainConfig:
     warmup_epochs: int = 3
     hardest_negatives: HardestNegatives = "after_warmup"
     held_batches: int = 4
-    collapse_score_std: float = 0.01
+    collapse_score_std: float = 0.02
     keep_epoch_checkpoints: bool = False
     margin: float = 0.2
     batch_size: int = 128

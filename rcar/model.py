@@ -242,12 +242,41 @@ def cross_attention(
     return l2norm(wctx, inplace=inplace) if normalize else wctx
 
 
+class _SquaredResidual(torch.autograd.Function):
+    """(q - ĉ / (|ĉ| + eps))² for the queries q (N, Lq, d) and every pair's unnormalised ĉ (G, N, Lq, d).
+
+    The autograd path of ``AlignmentVector``. With u = q - ĉ r, r = 1 / (|ĉ| + eps), the gradients are
+    2 Σ_G g ⊙ u for q and -2 r (g ⊙ u - ĉ (ĉ · (g ⊙ u)) r / |ĉ|) for ĉ: five passes over the pair tensor,
+    where autograd's square, addcmul and norm backwards (and the sum of ĉ's two gradients) take about eleven.
+    Checked against autograd by ``torch.autograd.gradcheck``.
+    """
+
+    @staticmethod
+    def forward(ctx, query: torch.Tensor, wctx: torch.Tensor) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(wctx, dim=-1, keepdim=True)  # (G, N, Lq, 1)
+        r = (norm + EPS).reciprocal_()
+        u = torch.addcmul(query.unsqueeze(0), wctx, r, value=-1.0)  # (G, N, Lq, d)
+        ctx.save_for_backward(wctx, norm, r, u)
+        return u.square()
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        wctx, norm, r, u = ctx.saved_tensors
+        gu = g * u  # half the gradient of u
+        grad_query = gu.sum(0).mul_(2.0) if ctx.needs_input_grad[0] else None
+        grad_wctx = None
+        if ctx.needs_input_grad[1]:  # the clamp only avoids 0 / 0 where ĉ = 0 (its term vanishes there)
+            coef = (gu * wctx).sum(-1, keepdim=True).mul_(r).div_(norm.clamp_min(EPS))
+            grad_wctx = torch.addcmul(gu, wctx, coef, value=-1.0).mul_(r * -2.0)
+        return grad_query, grad_wctx
+
+
 class AlignmentVector(nn.Module):
     """s = l2norm(W (q - ĉ)²): (G, N, Lq, d) -> (G, N, Lq, sim_dim); q is the unmodulated query.
 
     Takes the attended context *before* its L2 norm (``cross_attention(..., normalize=False)``): without
     autograd, q - ĉ is then formed in one pass (``addcdiv``) in that buffer and squared in place, instead of
-    three passes and a new (G, N, Lq, d) tensor.
+    three passes and a new (G, N, Lq, d) tensor; under autograd ``_SquaredResidual`` has a fused backward.
     """
 
     def __init__(self, embed_size: int, sim_dim: int):
@@ -255,11 +284,11 @@ class AlignmentVector(nn.Module):
         self.proj = nn.Linear(embed_size, sim_dim)
 
     def forward(self, query: torch.Tensor, wctx: torch.Tensor) -> torch.Tensor:
-        norm = torch.linalg.vector_norm(wctx, dim=-1, keepdim=True)
         if no_grad_inplace():
+            norm = torch.linalg.vector_norm(wctx, dim=-1, keepdim=True)
             diff = torch.addcdiv(query.unsqueeze(0), wctx, norm.add_(EPS), value=-1.0, out=wctx).square_()
-        else:  # q - ĉ / (|ĉ| + eps) in one pass, with the cheaper backward of a product (see l2norm)
-            diff = torch.addcmul(query.unsqueeze(0), wctx, (norm + EPS).reciprocal(), value=-1.0).square()
+        else:
+            diff = _SquaredResidual.apply(query, wctx)
         return l2norm(self.proj(diff))
 
 

@@ -134,14 +134,9 @@ def claim_check(m: dict[str, Any], schedule: str) -> tuple[list[list], str]:
                 note, noisy_any = "within seed noise", True
             else:
                 note = "outside seed noise"
+            noise_text = f"{noise:.1f}" if len(seeds) > 1 else "—"
             rows.append(
-                [
-                    direction,
-                    name,
-                    f"{gap:+.1f}",
-                    f"{noise:.1f}",
-                    f"{'held' if ok else 'did not hold'} ({note})",
-                ]
+                [direction, name, f"{gap:+.1f}", noise_text, f"{'held' if ok else 'did not hold'} ({note})"]
             )
         verdicts.append(ok_all)
     if all(verdicts):
@@ -274,7 +269,7 @@ def section_training_notes(rep: Report, m: dict[str, Any]) -> None:
     rep.heading(f"Training notes (every run; dev rsum on the first {s['dev_max_images']} dev images)")
     rep.text(
         "A run is flagged **collapsed** when the std of its dev similarities over all pairs falls below "
-        f"`train.collapse_score_std` = {s.get('collapse_score_std', 0.01)} in some epoch: every pair then scores "
+        f"`train.collapse_score_std` = {s.get('collapse_score_std', 0.02)} in some epoch: every pair then scores "
         "about the same and the ranking is noise. The best-dev checkpoint is what gets tested, so a collapse "
         "costs the epochs after it. " + "; ".join(counts) + "."
     )

@@ -22,7 +22,8 @@ The schedules (``train.hardest_negatives``):
    dropout draws; the diagnostics draw nothing), so each is branched off the control at the end of the epoch
    before its switch (that ``epoch_<k>.pt`` as ``last.pt``, the best of the epochs so far as ``best.pt``,
    ``metrics.jsonl``) and resumed under its own schedule: bit-identical to training it from scratch (tested),
-   at 3 of 8 epochs' steps or fewer. An adaptive run whose hinge never falls below the margin is its control.
+   at 3 of 8 epochs' steps or fewer. An adaptive run whose hinge never falls below the margin is its control
+   (its files are copied).
    ``train`` scores each best-dev checkpoint on the test split (5 folds of 200 images x 1,000 captions; QUICK:
    its 200 test images) and keeps the similarity matrices for the t2i+i2t ensemble. A job whose
    ``summary.json`` exists is skipped and one with only ``last.pt`` resumes, so an interrupted reproduction
@@ -56,7 +57,7 @@ from rcar.report import CONTROL, DIRECTIONS, METRICS, MODES, SCHEDULES, regenera
 from rcar.train import switch_epoch
 from shared.bench import machine_info
 from shared.checkpoint import load_checkpoint
-from shared.config import config_to_dict, load_config
+from shared.config import config_to_dict, load_config, save_config
 from shared.errors import ConfigError, DataError, TrainingError, run_cli
 from shared.log import RunsProgress, get_logger, read_metrics
 from shared.report import report_dir
@@ -128,6 +129,23 @@ def start_branch(control: Path, run_dir: Path, epoch: int) -> None:
         shutil.copyfile(control / src, run_dir / dst)
 
 
+def copy_run(control: Path, run_dir: Path, cfg: RCARConfig) -> None:
+    """A run that never leaves the control *is* the control: its files, with the summary naming the schedule.
+
+    ``summary.json`` is written last (it marks a finished job); the checkpoints keep the control's config.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("best.pt", "last.pt", "metrics.jsonl", "test_metrics.json", "test_sims.npz"):
+        if (control / name).is_file():
+            shutil.copyfile(control / name, run_dir / name)
+    save_config(cfg, run_dir / "config.yaml")
+    summary = json.loads((control / "summary.json").read_text())
+    summary.update(
+        run_dir=str(run_dir), hardest_negatives=cfg.train.hardest_negatives, copied_from=str(control)
+    )
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
 def run_job(root: Path, job: Job, quick: bool) -> None:
     """Train one run (it scores its best checkpoint on test itself); a branch starts off its control."""
     from rcar.train import train  # the workers need it, the report does not
@@ -138,9 +156,13 @@ def run_job(root: Path, job: Job, quick: bool) -> None:
         return
     cfg = run_config(quick, *job_overrides(*job))
     if schedule != CONTROL and not (run_dir / "last.pt").is_file():
-        epoch = branch_epoch(job_dir(root, direction, mode, CONTROL, seed), cfg)
+        control = job_dir(root, direction, mode, CONTROL, seed)
+        epoch = branch_epoch(control, cfg)
+        if epoch == cfg.train.epochs:  # e.g. an adaptive run whose held hinge never fell below the margin
+            copy_run(control, run_dir, cfg)
+            return
         if epoch > 0:
-            start_branch(job_dir(root, direction, mode, CONTROL, seed), run_dir, epoch)
+            start_branch(control, run_dir, epoch)
     train(cfg, run_dir=run_dir, resume=(run_dir / "last.pt").is_file(), device="cpu")
 
 

@@ -1,4 +1,5 @@
-"""RCAR benchmark smoke test: tiny subset at the paper's dims, identical scores, a complete JSON report."""
+"""RCAR benchmark smoke test: the training step of every variant before and after at the embedded config, a
+tiny evaluation subset at the paper's dims, identical scores, a complete JSON report."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from shared.errors import run_cli
 
 def test_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)  # --quick without --out writes runs/bench/rcar_quick.json, never results/
+    monkeypatch.setattr(bench, "VARIANTS", [("t2i", "rcar"), ("i2t", "rar")])  # 2 of the 8: a short test
     bench.main(["--quick", "--images", "4", "--captions", "6"])
     assert not (tmp_path / "results").exists()
     res = json.loads((tmp_path / "runs" / "bench" / "rcar_quick.json").read_text())
@@ -47,10 +49,33 @@ def test_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) ->
         assert mem[side]["total_gb"] == pytest.approx(sum(parts.values()))
     assert res["targets"]["identical_scores (max abs diff <= 1e-5)"] is True
     assert res["targets"]["COCO 5K under 1.5 GB"] == (mem["ours"]["total_gb"] < 1.5)
-    assert "COCO 5K memory" in capsys.readouterr().out
+    train = res["training"]
+    assert [v["variant"] for v in train["variants"]] == [f"{d} {m}" for d, m in bench.VARIANTS]
+    assert (train["batch_size"], train["embed_size"], train["sim_dim"], train["threads"]) == (32, 64, 32, 1)
+    for v in train["variants"]:
+        assert v["eval_max_abs_diff"] <= 1e-5 and v["before_timing"]["runs"] == 1
+        assert v["speedup"] == pytest.approx(v["before_step_s"] / v["after_step_s"])
+    total = sum(v["before_step_s"] for v in train["variants"]) / sum(
+        v["after_step_s"] for v in train["variants"]
+    )
+    assert train["speedup"] == pytest.approx(total)
+    assert len(train["load_average_before"]) == 3 and len(res["load_average_after"]) == 3
+    out = capsys.readouterr().out
+    assert "COCO 5K memory" in out and "one step of each: x" in out
 
 
-@pytest.mark.parametrize("flag", ["--images", "--captions", "--repeats"])
+def test_embedded_batches_have_the_embedded_caption_lengths() -> None:
+    """The generator's captions: 5-25 words + <start>/<end>, minus augmentation deletions; padded per batch."""
+    cfg = bench.load_config(bench.RCARConfig, bench.EMBEDDED)
+    batches, vocab_size = bench.embedded_batches(cfg, n_batches=3)
+    lengths = torch.cat([b["lengths"] for b in batches])
+    assert len(batches) == 3 and all(b["images"].shape == (32, 12, 256) for b in batches)
+    assert 5 <= int(lengths.min()) and int(lengths.max()) <= 27 and 11 < float(lengths.float().mean()) < 17
+    assert all(b["captions"].shape[1] == int(b["lengths"].max()) for b in batches)
+    assert 30 < vocab_size < 200
+
+
+@pytest.mark.parametrize("flag", ["--images", "--captions", "--repeats", "--train-steps", "--train-repeats"])
 def test_bench_refuses_sizes_below_one(
     flag: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

@@ -86,7 +86,7 @@ def test_report_from_finished_runs(finished: Path, tmp_path: Path) -> None:
     # the claim per schedule: RAR is below the baseline everywhere
     assert text.count("the claim **did not fully hold**") == 3
     assert "| t2i | +RAR > baseline | -20.0 | 0.7 | did not hold (outside seed noise) |" in text
-    assert "| t2i | +RCR > baseline | +20.0 | 0.0 | held (one seed: not tested against seed noise) |" in text
+    assert "| t2i | +RCR > baseline | +20.0 | — | held (one seed: not tested against seed noise) |" in text
     # training notes: every run, the collapsed ones flagged with their epochs
     assert "official: 4 of 16 collapsed" not in text and "official: 2 of 16 collapsed" in text
     assert "all negatives: 0 of 16 collapsed" in text and "adaptive: 0 of 8 collapsed" in text
