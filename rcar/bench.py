@@ -21,7 +21,7 @@ weights, on a subset of images x captions, in one run:
   ``EncoderSimilarity.forward`` loop structure, called per (100-image shard, 100-caption shard) like the
   official ``shard_attn_scores`` of ``lib/evaluation.py``) against ``rcar.evaluate.sims_from_embeddings``
   (vectorised over images and captions, chunked by a memory budget): max abs difference and time ratio
-  (best of 2 interleaved timed runs per path, median and p95 kept too; QUICK: 1), at 100-image shards and at
+  (best of 3 interleaved timed runs per path, median and p95 kept too; QUICK: 1), at 100-image shards and at
   10-image shards;
 - the FLOPs per image-caption pair counted from the model's shapes, the achieved GFLOP/s of both paths and
   this machine's float32 matmul peak (``torch.mm`` of large square matrices) measured in the same run;
@@ -29,6 +29,9 @@ weights, on a subset of images x captions, in one run:
   fresh process) and its projection to COCO 5K (5,000 images x 25,000 captions), beside the official
   layout's float64 (N_cap, 36, 1024) image copies.
 
+The headlines are ratios of two paths timed in turns in the same run, which other jobs' load moves much less
+than absolute figures: the fraction of the matmul peak fell from 63% to 21% on a loaded machine, so it is
+kept as a secondary, load-sensitive figure, with the load average before and after the run beside it.
 Timings, peak memory, the matmul peak and the machine description (with its load average) come from
 ``shared.bench``.
 """
@@ -219,7 +222,7 @@ def compare(
     budget_mb: float,
     device: torch.device,
     flops: float,
-    repeats: int = 2,
+    repeats: int = 3,
 ) -> dict[str, Any]:
     """Reference and fast path on the same inputs, timed in turns ``repeats`` times (``shared.bench.interleaved``).
 
@@ -303,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--captions", type=int, default=None, help="default 500 (quick: 100)")
     p.add_argument("--budget-mb", type=float, default=64.0, help="fast-path chunk workspace budget")
     p.add_argument(
-        "--repeats", type=int, default=None, help="timed runs per path, best kept (default 2, quick 1)"
+        "--repeats", type=int, default=None, help="timed runs per path, best kept (default 3, quick 1)"
     )
     p.add_argument(
         "--train-steps", type=int, default=None, help="training steps per timed repeat (default 10, quick 1)"
@@ -317,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
     n_cap = args.captions if args.captions is not None else (100 if args.quick else 500)
-    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 2)
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     train_steps = args.train_steps if args.train_steps is not None else (1 if args.quick else 10)
     train_repeats = args.train_repeats if args.train_repeats is not None else (1 if args.quick else 3)
     checks = [("--images", args.images), ("--captions", n_cap), ("--repeats", repeats)]
@@ -379,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         <= 1e-5,
         "identical_scores (max abs diff <= 1e-5)": max(cpu100["max_abs_diff"], cpu10["max_abs_diff"]) <= 1e-5,
         "never slower than the reference (100-image shards)": cpu100["speedup"] >= 1.0,
-        "at least 60% of the matmul peak": result["fast_fraction_of_peak"] >= 0.6,
+        "at least 60% of the matmul peak (idle machine only)": result["fast_fraction_of_peak"] >= 0.6,
         "COCO 5K under 1.5 GB": result["coco5k_memory"]["ours"]["total_gb"] < 1.5,
     }
     if result["gpu"] is not None:

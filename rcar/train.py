@@ -14,7 +14,13 @@ the RNG states are restored on ``--resume``, so a resumed run replays the uninte
 
 The official schedule (Paranioar/RCAR ``train.py``, ``lib/loss.py``): AdamW (weight decay 0.01), lr x 0.1
 once at ``train.lr_decay_epoch``, hinge triplet loss with all negatives for ``train.warmup_epochs`` epochs
-then the hardest negative, gradient clipping at 2.0, the incomplete last batch dropped. Under torchrun each
+then the hardest negative, gradient clipping at 2.0 (``shared.run.optimizer_step``), the incomplete last
+batch dropped. ``train.hardest_negatives`` also offers ``never`` (all negatives: the control) and
+``adaptive`` (the hardest from the epoch after the mean held-batch hinge first falls below the margin; a
+deviation). After every epoch the diagnostics of a collapse to one score go into ``metrics.jsonl``: the
+spread of the dev similarities, the sigmoid head's weight norm, the mean hardest-negative hinge of the held
+train batches against the margin and the share of their queries over it; an epoch whose dev score std is
+below ``train.collapse_score_std`` is flagged ``collapsed`` (and listed in ``summary.json``). Under torchrun each
 rank trains on its shard of the captions with a local B x B loss and DDP averages the gradients (the official
 multi-GPU run instead gathers a B x B matrix, see README Deviations); the dev and test matrices are shared out
 among the ranks by caption and gathered back (``rcar.evaluate.split_sims``).
