@@ -352,9 +352,12 @@ def plot_diagnostics(m: dict[str, Any], schedule: str, out_dir: Path) -> list[tu
             for name, r in runs.items()
             if all(v is not None for v in r["curve"][key])  # the cosine heads have no head weight
         }
+        epochs = next(iter(runs.values()))["curve"]["epoch"]
         if key == "held_hinge_mean":  # a constant score's hinge: above it, collapsing lowers the loss
-            epochs = next(iter(runs.values()))["curve"]["epoch"]
             curves[f"margin {s['margin']} (a constant score)"] = (epochs, [s["margin"]] * len(epochs))
+        if key == "dev_score_std":
+            threshold = s["collapse_score_std"]
+            curves[f"collapsed below {threshold}"] = (epochs, [threshold] * len(epochs))
         path = plot_curves(
             curves,
             out_dir / f"{stem}_{schedule}.png",
