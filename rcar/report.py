@@ -1,7 +1,7 @@
 """The report of ``make reproduce-rcar``: ``report.md`` and its plots, written from ``metrics.json`` alone.
 
 ``rcar.reproduce`` collects ``metrics.json`` from the run folders and calls ``write_report``;
-``python -m rcar.reproduce --report-only`` calls ``regenerate`` on a committed one. Sections: the test
+``python -m rcar.reproduce --from-metrics results/rcar/metrics.json`` rebuilds a committed one. Sections: the test
 results of every variant under every hardest-negative schedule, the paper's claim checked per schedule (each
 regulator against the baseline, within or outside seed noise), the official README numbers, every run's
 training notes (switch epoch, dev rsum around it, score spread, "collapsed"), the per-epoch diagnostics
@@ -23,7 +23,6 @@ import numpy as np
 
 from shared.bench import load_note
 from shared.checkpoint import git_commit
-from shared.errors import DataError
 from shared.report import Report, mean_std, plot_curves, plot_grouped_bars
 
 BENCH = Path("results/bench/rcar.json")
@@ -501,11 +500,3 @@ def write_report(metrics: dict[str, Any], out_dir: Path) -> Path:
     section_bench(rep, bench)
     section_provenance(rep, m)
     return rep.write(out_dir, metrics)
-
-
-def regenerate(out_dir: Path) -> Path:
-    """``--report-only``: the report and plots again from ``out_dir/metrics.json`` (no run folder needed)."""
-    path = out_dir / "metrics.json"
-    if not path.is_file():
-        raise DataError(f"{path} not found: --report-only rewrites a report from its metrics.json")
-    return write_report(json.loads(path.read_text()), out_dir)

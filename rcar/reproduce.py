@@ -1,8 +1,8 @@
 """``make reproduce-rcar [QUICK=1]``: baseline, +RCR, +RAR, +RCAR in both directions under three
 hardest-negative schedules, on the embedded set.
 
-    python -m rcar.reproduce [--quick] [--workers 2] [--seeds 0 1 2] [--branch-seeds 0 1 2]
-    python -m rcar.reproduce --report-only [--out results/rcar]     # report.md + PNGs from metrics.json
+    python -m rcar.reproduce [--quick] [--jobs 2] [--seeds 0 1 2] [--branch-seeds 0 1 2]
+    python -m rcar.reproduce --from-metrics results/rcar/metrics.json   # report.md + PNGs from metrics.json
 
 The schedules (``train.hardest_negatives``):
 
@@ -16,7 +16,7 @@ The schedules (``train.hardest_negatives``):
 1. Builds the embedded data with ``rcar.prepare`` (a no-op when it is up to date); QUICK builds its own small
    set (``rcar/configs/data_mnist_scenes_quick.yaml``: 2,000 / 100 / 200 images) instead of the full one.
 2. Trains the control runs (8 variants x ``--seeds``; QUICK: 1 seed, a shorter schedule) with
-   ``rcar/configs/mnist_scenes.yaml`` through ``rcar.train.train``, ``--workers`` single-threaded jobs at a
+   ``rcar/configs/mnist_scenes.yaml`` through ``rcar.train.train``, ``--jobs`` single-threaded jobs at a
    time, each in ``runs/rcar/reproduce[_quick]/<direction>_<mode>_<schedule>_s<seed>/``, keeping every epoch's
    checkpoint. Until its switch an official or adaptive run *is* its control run (same seed, batches and
    dropout draws; the diagnostics draw nothing), so each is branched off the control at the end of the epoch
@@ -30,7 +30,7 @@ The schedules (``train.hardest_negatives``):
    continues where it stopped. Progress: "k of N runs done, ETA".
 3. Collects everything the report needs into ``metrics.json`` (test metrics per seed, every run's per-epoch
    dev rsum, loss and diagnostics, its switch epoch, the config, machine, commits) and writes ``report.md``
-   and the plots from it alone (``rcar/report.py``), so ``--report-only`` regenerates them from the committed
+   and the plots from it alone (``rcar/report.py``), so ``--from-metrics`` regenerates them from the committed
    ``metrics.json``. The full run writes ``results/rcar/``; QUICK writes ``runs/rcar/quick/``, never
    ``results/``.
 """
@@ -39,9 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -53,14 +51,21 @@ import numpy as np
 from rcar import prepare
 from rcar.config import RCARConfig
 from rcar.evaluate import ensemble, evaluate_sims
-from rcar.report import CONTROL, DIRECTIONS, METRICS, MODES, SCHEDULES, regenerate, write_report
+from rcar.report import CONTROL, DIRECTIONS, METRICS, MODES, SCHEDULES, write_report
 from rcar.train import switch_epoch
 from shared.bench import machine_info
 from shared.checkpoint import load_checkpoint
 from shared.config import config_to_dict, load_config, save_config
-from shared.errors import ConfigError, DataError, TrainingError, run_cli
-from shared.log import RunsProgress, get_logger, read_metrics
+from shared.errors import ConfigError, DataError, run_cli
+from shared.log import get_logger, read_metrics
 from shared.report import report_dir
+from shared.reproduce import (
+    check_parallelism,
+    rebuild_from_metrics,
+    reproduce_parser,
+    run_parallel,
+    run_process,
+)
 
 CONFIG = Path(__file__).parent / "configs" / "mnist_scenes.yaml"
 QUICK_DATA = "data/rcar/mnist_scenes_quick_precomp"
@@ -166,34 +171,10 @@ def run_job(root: Path, job: Job, quick: bool) -> None:
     train(cfg, run_dir=run_dir, resume=(run_dir / "last.pt").is_file(), device="cpu")
 
 
-def run_parallel(root: Path, jobs: list[Job], quick: bool, workers: int, progress: RunsProgress) -> list[Job]:
-    """Run ``jobs``, ``workers`` single-threaded processes at a time; returns the failed ones."""
-    todo = list(jobs)
-    running: list[tuple[subprocess.Popen, Job, float]] = []
-    failed = []
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    while todo or running:
-        while todo and len(running) < workers:
-            job = todo.pop(0)
-            d = job_dir(root, *job)
-            d.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "rcar.reproduce", "--job", *map(str, job), "--root", str(root)]
-            cmd += ["--quick"] if quick else []
-            with (d / "log.txt").open("a") as fh:
-                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-            running.append((proc, job, time.perf_counter()))
-            log.info("started %s_%s %s seed %d", *job)
-        time.sleep(2)
-        for entry in list(running):
-            proc, job, started = entry
-            if proc.poll() is None:
-                continue
-            running.remove(entry)
-            if proc.returncode != 0:
-                failed.append(job)
-                log.info("FAILED %s_%s %s seed %d (see %s)", *job, job_dir(root, *job) / "log.txt")
-            progress.finished(f"{job[0]}_{job[1]} {job[2]} seed {job[3]}", time.perf_counter() - started)
-    return failed
+def job_process(root: Path, job: Job, quick: bool, threads: int) -> None:
+    """``run_job`` in its own process (``python -m rcar.reproduce --job ...``), its output in ``log.txt``."""
+    cmd = [sys.executable, "-m", "rcar.reproduce", "--job", *map(str, job), "--root", str(root)]
+    run_process(cmd + (["--quick"] if quick else []), job_dir(root, *job) / "log.txt", threads)
 
 
 def plan_jobs(plan: dict[str, list[int]]) -> list[Job]:
@@ -202,20 +183,14 @@ def plan_jobs(plan: dict[str, list[int]]) -> list[Job]:
     return [(d, m, sch, s) for sch in order for s in plan[sch] for d in DIRECTIONS for m in MODES]
 
 
-def run_all(root: Path, plan: dict[str, list[int]], quick: bool, workers: int) -> None:
+def run_all(root: Path, plan: dict[str, list[int]], quick: bool, workers: int, threads: int = 1) -> None:
     """The control runs, then the branches (a branch needs its control's epoch checkpoints)."""
     jobs = plan_jobs(plan)
     todo = [j for j in jobs if not (job_dir(root, *j) / "summary.json").is_file()]
     log.info("%d of %d jobs to run, %d at a time", len(todo), len(jobs), workers)
-    progress = RunsProgress(len(todo), log)
-    failed = run_parallel(root, [j for j in todo if j[2] == CONTROL], quick, workers, progress)
-    if failed:
-        raise TrainingError(
-            f"{len(failed)} control job(s) failed: {failed}; see log.txt in their run folders"
-        )
-    failed = run_parallel(root, [j for j in todo if j[2] != CONTROL], quick, workers, progress)
-    if failed:
-        raise TrainingError(f"{len(failed)} job(s) failed: {failed}; see log.txt in their run folders")
+    for phase in ([j for j in todo if j[2] == CONTROL], [j for j in todo if j[2] != CONTROL]):
+        run_parallel(phase, lambda job: job_process(root, job, quick, threads), workers, log,
+                     lambda job, _: "{}_{} {} seed {}".format(*job))  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------------- metrics.json
@@ -314,9 +289,10 @@ def collect(root: Path, plan: dict[str, list[int]], quick: bool, wall: float) ->
 
 # ------------------------------------------------------------------------------------------------------ main
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Reproduce the RCAR regulator comparison on the embedded data")
-    p.add_argument("--quick", action="store_true", help="1 seed, a short schedule, the small QUICK data set")
-    p.add_argument("--workers", type=int, default=None, help="parallel single-threaded jobs (default: cores)")
+    p = reproduce_parser(
+        "Reproduce the RCAR regulator comparison on the embedded data",
+        "1 seed, a short schedule, the small QUICK data set",
+    )
     p.add_argument(
         "--seeds", type=int, nargs="+", default=None, help="control seeds; default 0 1 2 (QUICK: 0)"
     )
@@ -327,27 +303,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="seeds of the official and adaptive runs, a subset of --seeds (default: all of them)",
     )
-    p.add_argument("--root", default=None, help="run folder (default runs/rcar/reproduce[_quick])")
-    p.add_argument("--out", default=None, help="report folder (default results/rcar; QUICK: runs/rcar/quick)")
-    p.add_argument(
-        "--report-only", action="store_true", help="rewrite report.md and the PNGs from metrics.json"
-    )
+    p.add_argument("--root", help=argparse.SUPPRESS)  # the run folder of a --job worker
     p.add_argument(
         "--job", nargs=4, metavar=("DIRECTION", "MODE", "SCHEDULE", "SEED"), help=argparse.SUPPRESS
     )
-    p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
-    out = Path(args.out) if args.out else report_dir("rcar", args.quick)
-    if args.report_only:
-        log.info("wrote %s", regenerate(out))
+    if args.from_metrics:
+        log.info("wrote %s", rebuild_from_metrics(args.from_metrics, write_report))
         return
-    root = Path(args.root or ("runs/rcar/reproduce_quick" if args.quick else "runs/rcar/reproduce"))
+    root = Path(
+        args.reuse or args.root or ("runs/rcar/reproduce_quick" if args.quick else "runs/rcar/reproduce")
+    )
     if args.job:
         direction, mode, schedule, seed = args.job
         run_job(root, (direction, mode, schedule, int(seed)), args.quick)
         return
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    check_parallelism(args)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     branch_seeds = args.branch_seeds or seeds
     if not set(branch_seeds) <= set(seeds):
@@ -357,14 +328,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     plan = {sch: (seeds if sch == CONTROL else branch_seeds) for sch in SCHEDULES}
     t0 = time.time()
     prepare.main(["--quick"] if args.quick else [])  # a no-op when the data is up to date
-    workers = args.workers or max(1, len(os.sched_getaffinity(0)))
-    run_all(root, plan, args.quick, workers)
+    run_all(root, plan, args.quick, args.jobs, args.threads)
     wall_file = root / "wall_time_s.txt"  # accumulated over interrupted and resumed invocations
     wall = (float(wall_file.read_text()) if wall_file.is_file() else 0.0) + time.time() - t0
     wall_file.write_text(f"{wall:.1f}\n")
     metrics = collect(root, plan, args.quick, wall)
     metrics["config"] = config_to_dict(run_config(args.quick))
-    log.info("wrote %s", write_report(metrics, out))
+    log.info("wrote %s", write_report(metrics, report_dir("rcar", args.quick)))
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ def test_report_regenerates_from_metrics_json_alone(finished: Path, tmp_path: Pa
     first = Path(write_report(collect(finished, PLAN, quick=False, wall=60.0), out)).read_text()
     shutil.rmtree(finished)  # the run folders are not in git
     (out / "rsum_t2i.png").unlink()
-    reproduce.main(["--report-only", "--out", str(out)])
+    reproduce.main(["--from-metrics", str(out / "metrics.json")])
     assert (out / "report.md").read_text() == first
     assert (out / "rsum_t2i.png").read_bytes()[:8] == PNG
 
@@ -184,7 +184,7 @@ def test_quick_writes_under_runs_and_never_results(tmp_path: Path, monkeypatch: 
         reproduce.prepare, "main", lambda argv: (prepared.append(argv), fake_data(quick=True))
     )
 
-    def fake_run_all(root: Path, plan: dict, quick: bool, workers: int) -> None:
+    def fake_run_all(root: Path, plan: dict, quick: bool, workers: int, threads: int = 1) -> None:
         for direction, mode, schedule, seed in reproduce.plan_jobs(plan):
             ran.append((direction, mode, schedule, seed))
             fake_run(root, direction, mode, schedule, seed, collapse=False)
@@ -209,7 +209,7 @@ def test_branch_seeds_must_be_control_seeds(tmp_path: Path, monkeypatch: pytest.
     assert run_cli(reproduce.main, ["--seeds", "0", "1", "--branch-seeds", "2"]) == 2
     assert "--branch-seeds [2] must be a subset of --seeds [0, 1]" in capsys.readouterr().err
     with pytest.raises(ConfigError):
-        reproduce.main(["--workers", "0"])
+        reproduce.main(["--jobs", "0"])
 
 
 def test_bar_axes_start_at_a_round_value_below_every_bar() -> None:
