@@ -19,7 +19,7 @@ from gem.export import fold_transposed_matmul_weights, ort_session, quantize_onn
 from gem.reference import reference_routed_ffn
 from gem.router import FEW_TOKENS, RoutedFFN, select_paths
 from shared.errors import ConfigError
-from tests.gem.model_helpers import one_thread, tiny_cfg  # noqa: F401
+from tests.gem.model_helpers import tiny_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -24,7 +24,7 @@ from gem.compress import (
 from gem.config import ModelConfig
 from gem.model import count_params
 from shared.errors import ConfigError
-from tests.gem.model_helpers import FFNS, one_thread, random_tokens, tiny_cfg, tiny_model  # noqa: F401
+from tests.gem.model_helpers import FFNS, random_tokens, tiny_cfg, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -31,12 +31,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return build_tiny_suite(tmp_path_factory.mktemp("suite"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

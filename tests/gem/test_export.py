@@ -25,7 +25,7 @@ from gem.export import (
 from gem.generate import generate
 from gem.model import GemLM
 from shared.errors import DataError
-from tests.gem.model_helpers import one_thread, random_tokens, tiny_model  # noqa: F401
+from tests.gem.model_helpers import random_tokens, tiny_model
 
 # Every test here exports a graph (about 5 s for the first, 3-5 s more per graph on 2 busy cores), so the
 # module runs with the slow tests (`make test-all`).

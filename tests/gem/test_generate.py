@@ -12,7 +12,7 @@ from gem.model import GemLM
 from shared.checkpoint import save_checkpoint
 from shared.config import config_to_dict
 from shared.errors import ConfigError, DataError, run_cli
-from tests.gem.model_helpers import FFNS, VOCAB, one_thread, random_tokens, tiny_cfg, tiny_model  # noqa: F401
+from tests.gem.model_helpers import FFNS, VOCAB, random_tokens, tiny_cfg, tiny_model  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

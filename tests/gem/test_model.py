@@ -29,7 +29,7 @@ from gem.model import (
 from gem.reference import reference_forward
 from shared.config import config_from_dict, load_config
 from shared.errors import ConfigError, DataError
-from tests.gem.model_helpers import FFNS, VOCAB, one_thread, random_tokens, tiny_cfg, tiny_model  # noqa: F401
+from tests.gem.model_helpers import FFNS, VOCAB, random_tokens, tiny_cfg, tiny_model  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,7 +15,7 @@ from gem.reference import (
     reference_select_paths,
 )
 from gem.router import RoutedFFN, load_balancing_loss, router_z_loss, select_paths
-from tests.gem.model_helpers import one_thread, tiny_cfg  # noqa: F401
+from tests.gem.model_helpers import tiny_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -30,12 +30,7 @@ NUM_CLASSES = 4
 IGNORE = -1
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_cfg(backbone: str, retro: bool = True, **kw) -> ModelConfig:

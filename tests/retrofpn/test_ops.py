@@ -27,13 +27,7 @@ from retrofpn.ops import (
 )
 from shared.errors import DataError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def clouds(sizes: tuple[int, ...], seed: int = 0, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

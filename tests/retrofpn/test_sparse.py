@@ -16,13 +16,7 @@ from retrofpn.sparse import (
     voxelize,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def occupied_voxels(seed: int = 0, size: int = 9, fill: float = 0.3, segments: int = 2, low: int = 0):
