@@ -38,3 +38,10 @@ def test_machine_info_names_load_cores_and_versions():
     assert info["cores"] >= 1 and len(info["load_average_1_5_15"]) == 3
     assert info["libraries"]["torch"] and info["libraries"]["scikit-learn"]
     assert "cores before the run" in load_note(info)
+
+
+def test_load_note_grades_the_load_against_the_cores():
+    def note(load: float) -> str:
+        return load_note({"load_average_1_5_15": [load, load, load], "cores": 2})
+
+    assert "(idle)" in note(0.2) and "(lightly loaded)" in note(1.2) and "figures are noisy" in note(1.6)
