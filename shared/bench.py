@@ -224,5 +224,7 @@ def load_note(info: dict[str, Any]) -> str:
     """A sentence for reports: the 1-minute load average against the number of cores."""
     load, cores = info["load_average_1_5_15"][0], info["cores"] or 1
     # the 1-minute average lags: a job that just ended still shows as about one busy core
-    busy = "idle" if load < 0.5 else ("lightly loaded" if load < 0.75 * cores else "loaded: figures are noisy")
+    busy = (
+        "idle" if load < 0.5 else ("lightly loaded" if load < 0.75 * cores else "loaded: figures are noisy")
+    )
     return f"load average {load:.2f} on {cores} cores before the run ({busy})"
