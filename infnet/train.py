@@ -111,6 +111,8 @@ def train_with(
         n_params = count_parameters(model)
         model = wrap_model(model, run.info)
         opt = make_optimizer(model, cfg)
+        # the compiled module shares the parameters; checkpoints, evaluation and the optimiser use `model`
+        forward = torch.compile(model) if cfg.train.compile else model
         state = run.start(model, opt, extra={"bad_epochs": 0, "train_time_s": 0.0, "stopped": False})
         extra = state.extra  # saved in every checkpoint: a resumed run continues the early-stopping count
         run.log.info(
@@ -131,7 +133,7 @@ def train_with(
             )  # fmt: skip
             t0 = time.perf_counter()
             total, n_batches, step = train_epoch(
-                model, opt, loader, cfg, run, step, f"epoch {epoch + 1}/{cfg.train.epochs}"
+                forward, opt, loader, cfg, run, step, f"epoch {epoch + 1}/{cfg.train.epochs}"
             )
             extra["train_time_s"] += time.perf_counter() - t0
             val = evaluate_model(model, val_ds, spec.tasks, run.info, cfg.train.eval_batch_size)

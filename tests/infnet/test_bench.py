@@ -76,14 +76,16 @@ def test_summarize_takes_its_ratios_from_the_rows():
     assert short["time_growth_lengths"] == [256, 1024] and short["infnet_infer_time_growth"] == 2.0
 
 
-def test_movielens_training_rows_time_the_four_models():
-    """The MovieLens-shape part: the models of TRAIN_MODELS at the split's shapes, both clocks recorded."""
+def test_movielens_training_rows_time_the_models():
+    """The MovieLens-shape part: the models of TRAIN_MODELS at the split's shapes, both clocks recorded (the
+    compiled ones in test_train.py's compile test: compilation takes a minute each)."""
     spec = bench.movielens_spec()
     assert sum(f.max_len for f in spec.sequences) == 156 and len(spec.categorical) == 8
     batch = bench.movielens_batch(spec, 6, torch.device("cpu"))
     assert [s.shape[1] for s in batch["seq"]] == [6, 50, 30, 20, 50]
-    rows = bench.measure_movielens_training(6, repeats=2, warmup=1)
-    assert [r["model"] for r in rows] == list(bench.TRAIN_MODELS)
+    eager = [m for m in bench.TRAIN_MODELS if not m.endswith("_compiled")]
+    rows = bench.measure_movielens_training(6, repeats=2, warmup=1, models=eager)
+    assert [r["model"] for r in rows] == eager and all(r["compile_s"] is None for r in rows)
     by = {r["model"]: r for r in rows}
     assert by["infnet"]["params"] == by["infnet_previous"]["params"]  # the same model, two implementations
     for r in rows:
@@ -93,12 +95,18 @@ def test_movielens_training_rows_time_the_four_models():
 
 def test_summarize_training_ratios():
     rows = [{"model": m, "train_best_s": t, "train_cpu_best_s": c} for m, t, c in
-            [("infnet", 2.0, 1.0), ("mmoe", 1.0, 0.25), ("sharedbottom", 0.5, 0.2), ("infnet_previous", 5.0, 3.0)]]  # fmt: skip
+            [("infnet", 4.0, 1.0), ("infnet_compiled", 2.0, 0.5), ("mmoe", 1.0, 0.25), ("mmoe_compiled", 0.5, 0.2),
+             ("sharedbottom", 0.5, 0.2), ("infnet_previous", 10.0, 3.0)]]  # fmt: skip
     s = bench.summarize_training(rows)
-    assert s["train_ratio_mmoe_over_infnet"] == 2.0 and s["train_ratio_mmoe_over_infnet_cpu"] == 4.0
-    assert s["train_ratio_sharedbottom_over_infnet"] == 4.0 and s["train_speedup_over_previous"] == 2.5
+    assert (
+        s["train_ratio_mmoe_over_infnet_compiled"] == 2.0
+        and s["train_ratio_mmoe_over_infnet_compiled_cpu"] == 2.0
+    )
+    assert s["train_ratio_both_compiled"] == 4.0 and s["train_speedup_compiled_over_eager"] == 2.0
+    assert s["train_ratio_mmoe_over_infnet"] == 4.0 and s["train_ratio_mmoe_over_infnet_cpu"] == 4.0
+    assert s["train_ratio_sharedbottom_over_infnet"] == 8.0 and s["train_speedup_over_previous"] == 2.5
     assert s["train_speedup_over_previous_cpu"] == 3.0 and s["train_ratio_target_met"]
-    rows[0]["train_best_s"] = 3.5
+    rows[1]["train_best_s"] = 3.5  # the target is the compiled INFNet against eager MMoE
     assert not bench.summarize_training(rows)["train_ratio_target_met"]
 
 
@@ -109,7 +117,9 @@ def test_plot_draws_the_rows_numbers(tmp_path):
     training = [{"model": m, "batch_size": 4, "train_samples_per_s": 10.0 * (i + 1), "train_cpu_samples_per_s": 1.0}
                 for i, m in enumerate(bench.TRAIN_MODELS)]  # fmt: skip
     drawn = bench.plot(rows, tmp_path / "b.png", "title", training)
-    assert drawn["movielens_train_samples_per_s"]["mmoe"] == [(0, 20.0)]
+    assert drawn["movielens_train_samples_per_s"]["mmoe"] == [
+        (0, 10.0 * (bench.TRAIN_MODELS.index("mmoe") + 1))
+    ]
     assert drawn["infer_samples_per_s"]["hstu"] == [(64, 1000 / 64 / 2), (256, 1000 / 256 / 2)]
     assert drawn["peak_mem_mb_train"] == {
         "infnet": [(64, 64.0), (256, 256.0)],
