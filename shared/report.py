@@ -198,6 +198,15 @@ def plot_curves(
     return _save(fig, path)
 
 
+def error_bar_extents(values: Sequence[float], errors: Sequence[float]) -> np.ndarray:
+    """(2, n) lower and upper whisker lengths of ``values`` +/- ``errors``. When no value is negative (an IoU,
+    F1 or AUC), the lower whisker stops at 0: mean - std below 0 is not a value the metric can take and would
+    only push the axis below its stated baseline."""
+    vals, err = np.asarray(values, dtype=float), np.asarray(errors, dtype=float)
+    lower = np.minimum(err, vals) if np.all(vals[np.isfinite(vals)] >= 0) else err
+    return np.stack([lower, err])
+
+
 def plot_grouped_bars(
     groups: Sequence[str],
     series: dict[str, Sequence[float]],
@@ -210,8 +219,9 @@ def plot_grouped_bars(
 ) -> Path:
     """Grouped bar chart: one group per entry of ``groups``, one bar per series (e.g. per model).
 
-    ``errors`` draws error bars (e.g. the std over seeds). A ``ylim`` whose lower end is not 0 is stated in
-    the axis label ("axis from 0.6"), so shortened bars are never read as ratios.
+    ``errors`` draws error bars (e.g. the std over seeds; see ``error_bar_extents`` for values that cannot be
+    negative). A ``ylim`` whose lower end is not 0 is stated in the axis label ("axis from 0.6"), so
+    shortened bars are never read as ratios.
     """
     n = max(1, len(series))
     fig_width = min(16.0, max(6.0, 0.6 * len(groups) * n)) + 2  # capped: many bars get thinner, not wider
@@ -220,7 +230,8 @@ def plot_grouped_bars(
     x = np.arange(len(groups))
     for i, (name, vals) in enumerate(series.items()):
         err = errors.get(name) if errors else None
-        ax.bar(x + (i - (n - 1) / 2) * width, vals, width, yerr=err, label=name, capsize=2)
+        yerr = error_bar_extents(vals, err) if err is not None else None
+        ax.bar(x + (i - (n - 1) / 2) * width, vals, width, yerr=yerr, label=name, capsize=2)
     ax.set_xticks(x)
     ax.set_xticklabels(groups, rotation=rotation, ha="right" if rotation else "center")
     if ylim:

@@ -190,3 +190,12 @@ def test_quick_reports_never_go_under_results(tmp_path):
     assert report_dir("rcar", quick=False, root=tmp_path) == tmp_path / "results" / "rcar"
     quick = report_dir("rcar", quick=True, root=tmp_path)
     assert quick == tmp_path / "runs" / "rcar" / "quick" and "results" not in quick.parts
+
+
+def test_error_bars_of_a_non_negative_metric_stop_at_zero():
+    from shared.report import error_bar_extents
+
+    ext = error_bar_extents([0.0, 2.0, 10.0], [1.5, 3.0, 1.0])
+    assert ext.tolist() == [[0.0, 2.0, 1.0], [1.5, 3.0, 1.0]]
+    # a metric that can be negative (a gap, a correlation) keeps symmetric whiskers
+    assert error_bar_extents([-1.0, 2.0], [1.5, 3.0]).tolist() == [[1.5, 3.0], [1.5, 3.0]]
