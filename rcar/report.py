@@ -326,14 +326,15 @@ DIAGNOSTICS = {  # metrics.jsonl key: (file stem, y label, what it shows)
 
 
 def switch_lines(m: dict[str, Any], schedule: str, names: dict[str, dict]) -> list[tuple[float, str]]:
-    """One vertical line per distinct switch epoch among the plotted runs, naming them unless all share it."""
+    """One vertical line per distinct switch epoch among the plotted runs, with how many switched there unless
+    all share it (who switched when is in the training-notes table: names here would squeeze the axes)."""
     by_epoch: dict[int, list[str]] = {}
     for name, run in names.items():
         if run["notes"]["switch_epoch"]:
             by_epoch.setdefault(run["notes"]["switch_epoch"], []).append(name)
     lines = []
     for epoch, who in sorted(by_epoch.items()):
-        which = "" if len(who) == len(names) else f" ({', '.join(who)})"
+        which = "" if len(who) == len(names) else f" ({len(who)} of {len(names)} runs)"
         lines.append((epoch - 0.5, f"hardest negatives from epoch {epoch}{which}"))
     return lines
 

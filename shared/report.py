@@ -182,10 +182,10 @@ def plot_curves(
     for name, (x, y) in curves.items():
         xs = list(x)
         ax.plot(xs, list(y), label=name, linewidth=1.5, marker="o" if len(xs) <= 12 else None, markersize=3)
-    for x, label in vlines:
+    for i, (x, label) in enumerate(vlines):  # labels of neighbouring lines stacked, not overprinted
         ax.axvline(x, color="0.3", linestyle="--", linewidth=1)
-        ax.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                    textcoords="offset points", fontsize=7, color="0.3")  # fmt: skip
+        ax.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12 - 10 * i),
+                    textcoords="offset points", fontsize=7, color="0.3", annotation_clip=False)  # fmt: skip
     ax.set_xscale(xscale)
     ax.set_yscale(yscale)
     if integer_x and xscale == "linear":

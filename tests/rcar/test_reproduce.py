@@ -134,13 +134,13 @@ def test_report_from_finished_runs(finished: Path, tmp_path: Path) -> None:
             assert saved["results"][f"ensemble_{schedule}"]["rsum"][i] == pytest.approx(expected["rsum"])
 
 
-def test_switch_lines_name_the_runs_unless_all_share_the_epoch() -> None:
+def test_switch_lines_count_the_runs_unless_all_share_the_epoch() -> None:
     runs = {"a": {"notes": {"switch_epoch": 6}}, "b": {"notes": {"switch_epoch": 6}}}
     assert report.switch_lines({}, "after_warmup", runs) == [(5.5, "hardest negatives from epoch 6")]
     runs["b"]["notes"]["switch_epoch"], runs["c"] = 4, {"notes": {"switch_epoch": None}}
     assert report.switch_lines({}, "adaptive", runs) == [
-        (3.5, "hardest negatives from epoch 4 (b)"),
-        (5.5, "hardest negatives from epoch 6 (a)"),
+        (3.5, "hardest negatives from epoch 4 (1 of 3 runs)"),
+        (5.5, "hardest negatives from epoch 6 (1 of 3 runs)"),
     ]
 
 
