@@ -333,9 +333,12 @@ def switch_lines(m: dict[str, Any], schedule: str, names: dict[str, dict]) -> li
         if run["notes"]["switch_epoch"]:
             by_epoch.setdefault(run["notes"]["switch_epoch"], []).append(name)
     lines = []
-    for epoch, who in sorted(by_epoch.items()):
-        which = "" if len(who) == len(names) else f" ({len(who)} of {len(names)} runs)"
-        lines.append((epoch - 0.5, f"hardest negatives from epoch {epoch}{which}"))
+    for i, (epoch, who) in enumerate(sorted(by_epoch.items())):
+        if len(who) == len(names):
+            label = f"hardest negatives from epoch {epoch}"
+        else:
+            label = f"{'hardest negatives: ' if i == 0 else ''}{len(who)}/{len(names)} runs from epoch {epoch}"
+        lines.append((epoch - 0.5, label))
     return lines
 
 

@@ -184,8 +184,9 @@ def plot_curves(
         ax.plot(xs, list(y), label=name, linewidth=1.5, marker="o" if len(xs) <= 12 else None, markersize=3)
     for i, (x, label) in enumerate(vlines):  # labels of neighbouring lines stacked, not overprinted
         ax.axvline(x, color="0.3", linestyle="--", linewidth=1)
-        ax.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12 - 10 * i),
-                    textcoords="offset points", fontsize=7, color="0.3", annotation_clip=False)  # fmt: skip
+        note = ax.annotate(label, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12 - 10 * i),
+                           textcoords="offset points", fontsize=7, color="0.3")  # fmt: skip
+        note.set_in_layout(False)  # a long label may run past the axes; it must not shrink them
     ax.set_xscale(xscale)
     ax.set_yscale(yscale)
     if integer_x and xscale == "linear":

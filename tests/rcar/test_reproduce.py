@@ -139,8 +139,8 @@ def test_switch_lines_count_the_runs_unless_all_share_the_epoch() -> None:
     assert report.switch_lines({}, "after_warmup", runs) == [(5.5, "hardest negatives from epoch 6")]
     runs["b"]["notes"]["switch_epoch"], runs["c"] = 4, {"notes": {"switch_epoch": None}}
     assert report.switch_lines({}, "adaptive", runs) == [
-        (3.5, "hardest negatives from epoch 4 (1 of 3 runs)"),
-        (5.5, "hardest negatives from epoch 6 (1 of 3 runs)"),
+        (3.5, "hardest negatives: 1/3 runs from epoch 4"),
+        (5.5, "1/3 runs from epoch 6"),
     ]
 
 
