@@ -337,7 +337,9 @@ def switch_lines(m: dict[str, Any], schedule: str, names: dict[str, dict]) -> li
         if len(who) == len(names):
             label = f"hardest negatives from epoch {epoch}"
         else:
-            label = f"{'hardest negatives: ' if i == 0 else ''}{len(who)}/{len(names)} runs from epoch {epoch}"
+            label = (
+                f"{'hardest negatives: ' if i == 0 else ''}{len(who)}/{len(names)} runs from epoch {epoch}"
+            )
         lines.append((epoch - 0.5, label))
     return lines
 
