@@ -459,7 +459,7 @@ def section_bench(rep: Report, b: dict[str, Any] | None) -> None:
     )
 
 
-def section_provenance(rep: Report, m: dict[str, Any]) -> None:
+def section_provenance(rep: Report, m: dict[str, Any], commit: str) -> None:
     machine, sizes = m["machine"], m["data"]["n_images"]  # the machine the runs were collected on
     libs = machine.get("libraries") or {}
     software = f"Python {machine.get('python') or '?'}, torch {libs.get('torch') or '?'}"
@@ -474,7 +474,7 @@ def section_provenance(rep: Report, m: dict[str, Any]) -> None:
                 "12 regions x 256-d",
                 f"- **Command**: `{m['command']}`",
                 "- **Models**: trained at commit " + ", ".join(f"`{c}`" for c in m["trained_at_commits"]),
-                f"- **Report written at commit**: `{git_commit()}` (from `metrics.json`)",
+                f"- **Report written at commit**: `{commit}` (from `metrics.json`)",
                 f"- **Wall time**: {m['wall_time_s'] / 60:.1f} min",
                 f"- **Machine of the runs**: {machine.get('cpu') or machine.get('platform')}, {machine['cores']} cores, "
                 f"{machine.get('gpu') or 'no GPU'}"
@@ -491,6 +491,7 @@ def load_bench() -> dict[str, Any] | None:
 
 def write_report(metrics: dict[str, Any], out_dir: Path) -> Path:
     """``report.md``, the PNGs and ``metrics.json`` in ``out_dir``, from ``metrics`` alone."""
+    commit = git_commit()  # before the report's own files change the tree (else it always reads "-dirty")
     out_dir.mkdir(parents=True, exist_ok=True)
     bench = load_bench() or metrics.get("bench")
     if bench is not None:
@@ -504,5 +505,5 @@ def write_report(metrics: dict[str, Any], out_dir: Path) -> Path:
     section_training_notes(rep, m)
     section_plots(rep, m, out_dir)
     section_bench(rep, bench)
-    section_provenance(rep, m)
+    section_provenance(rep, m, commit)
     return rep.write(out_dir, metrics)

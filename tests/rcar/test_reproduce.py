@@ -239,3 +239,12 @@ def test_claim_check_per_schedule_on_hand_made_results() -> None:
     one_seed = {m: v[:1] for m, v in good.items()}
     rows, _ = claim_check(metrics(one_seed, one_seed), "never")
     assert all("one seed: not tested against seed noise" in r[4] for r in rows)
+
+
+def test_the_report_commit_is_read_before_its_files_change_the_tree(
+    finished: Path, tmp_path: Path, monkeypatch
+) -> None:
+    out, seen = tmp_path / "results", []
+    monkeypatch.setattr(report, "git_commit", lambda: (seen.append(out.exists()), "abc123")[1])
+    text = Path(write_report(collect(finished, PLAN, quick=False, wall=60.0), out)).read_text()
+    assert seen == [False] and "**Report written at commit**: `abc123`" in text
