@@ -394,7 +394,7 @@ def plot_auc_bars(metrics: dict[str, Any], path: Path) -> Path:
     return plot_grouped_bars(
         list(PLOT_LABELS.values()), {series: means}, path, "test mean AUC over the tasks",
         errors={series: stds}, title="Test mean AUC per model (w/o: INFNet's Table 3 ablations)",
-        ylim=(max(0.0, baseline), None),
+        ylim=(max(0.0, baseline), None), rotation=35,
     )  # fmt: skip
 
 
