@@ -314,7 +314,7 @@ def plot(
         cpu = [r["train_cpu_samples_per_s"] for r in training]
         ax.bar([i - 0.2 for i in x], wall, 0.4, label="wall time (median)")
         ax.bar([i + 0.2 for i in x], cpu, 0.4, label="CPU time (best)")
-        ax.set_xticks(list(x), names, fontsize=8)
+        ax.set_xticks(list(x), names, fontsize=8, rotation=30, ha="right")
         ax.set_ylabel("training samples/s")
         ax.set_title(f"training at MovieLens shapes, batch {training[0]['batch_size']}")
         ax.legend(frameon=False, fontsize=8)
@@ -338,7 +338,8 @@ def plot(
         ax.set_ylabel(f"{label}, log scale")
         ax.set_title(label.split(" (")[0])
         ax.grid(alpha=0.3, which="both")
-    fig.legend(loc="outside right upper", frameon=False, title="model")
+    handles, labels = axes[0].get_legend_handles_labels()  # the models; the bar panel keeps its own legend
+    fig.legend(handles, labels, loc="outside right upper", frameon=False, title="model")
     fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
