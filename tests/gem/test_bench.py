@@ -293,8 +293,8 @@ def tiny_run(tmp_path, monkeypatch, runtimes: list[str], quick: bool = False) ->
 def test_a_tiny_eager_run_writes_every_section_and_the_png(tmp_path, monkeypatch) -> None:
     result = tiny_run(tmp_path, monkeypatch, ["eager_fp32", "eager_int8"])
     for key in ("machine", "load_note", "setup", "models", "routing", "latency_ms", "decode_tokens_per_s",
-                "size_mb", "peak_memory_mb", "sparsity", "eager_breakdown_ms", "k_sweep_eager_fp32", "ratios",
-                "decode_ratios", "targets", "wall_s"):  # fmt: skip
+                "size_mb", "peak_memory_mb", "sparsity", "eager_breakdown_ms", "k_sweep_eager_fp32",
+                "batch_sweep_eager", "ratios", "decode_ratios", "targets", "wall_s"):  # fmt: skip
         assert key in result, key
     assert result["setup"]["router_state"]["kind"].startswith("briefly trained on synthetic text")
     lat = result["latency_ms"]
@@ -317,6 +317,21 @@ def test_a_tiny_eager_run_writes_every_section_and_the_png(tmp_path, monkeypatch
     sweep = result["k_sweep_eager_fp32"]
     assert sweep[0]["mean_k"] == 1.0 and sweep[-1]["mean_k"] == 2.0  # tau -> 0: k_min; tau = 1: k_max
     assert all(r["dense_total_over_scar_best"] == r["dense_total_best_ms"] / r["scar_best_ms"] for r in sweep)
+    by_batch = result["batch_sweep_eager"]
+    assert [(r["runtime"], r["batch"]) for r in by_batch] == [
+        (rt, b) for b in bench.SWEEP_BATCHES for rt in ("eager_fp32", "eager_int8")
+    ]
+    assert all(r["tokens"] == 24 * r["batch"] for r in by_batch)
+    for rt in ("eager_fp32", "eager_int8"):
+        target = result["targets"][f"scar_1.3x_faster_than_dense_total_{rt}"]
+        ratios = {
+            str(r["batch"]): r["dense_total_best_ms"] / r["scar_best_ms"]
+            for r in by_batch
+            if r["runtime"] == rt
+        }
+        assert target["best_ratio_by_batch"] == pytest.approx(ratios)
+        meeting = [int(b) for b, v in ratios.items() if v >= 1.3]
+        assert target["smallest_batch_meeting"] == (min(meeting) if meeting else None)
     dec = result["decode_tokens_per_s"]["eager_fp32"]["scar"]
     assert dec["median_tokens_per_s"] == 4 / dec["median_s"]
     mem = result["peak_memory_mb"]["eager_int8"]["scar"]
