@@ -688,7 +688,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
             ax.margins(y=0.15)
         if key == "size_mb" and rts:
             ax.axhline(SIZE_TARGET_MB, color="tab:orange", ls="--", lw=1, label="25 MB target (SCAR int8)")
-        ax.set_xticks(range(len(rts)), [RUNTIME_NAMES[rt] for rt in rts], fontsize=9)
+        ax.set_xticks(
+            range(len(rts)), [RUNTIME_NAMES[rt].replace("Runtime ", "Runtime\n") for rt in rts], fontsize=9
+        )
         ax.set_ylabel(unit)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
