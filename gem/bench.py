@@ -42,9 +42,9 @@ each path sees in eager mode; the eager forward (fp32 and int8) split into embed
 router / path selection / expert compute / dispatch overhead / LM head, each piece timed alone on its real
 input (best of the repeats); ONNX Runtime's profiler per graph (nodes per call, kernel time by op type, sum of
 the per-node medians); the eager fp32 speed-up against mean k (``k_sweep``: the router threshold tau varied
-from k = k_min to k_max); the eager fp32 and int8 speed-ups with 1, 2, 4 sequences per forward (``batch_sweep``:
-copies of the input, so each path runs 1, 2, 4 times its rows); the int8 size of the ~25M-parameter ``paper_scale_model_config()``. Ratios come only
-from this run's numbers: the ratio of best times (the headline and the targets' measure: least disturbed by
+from k = k_min to k_max); the eager fp32 and int8 speed-ups with 1, 2, 4 sequences per forward
+(``batch_sweep``: copies of the input, so each path runs 1, 2, 4 times its rows); the int8 size of the
+~25M-parameter ``paper_scale_model_config()``. Ratios come only from this run's numbers: the ratio of best times (the headline and the targets' measure: least disturbed by
 load, ``shared.bench``) and of medians. Two diagnostics that a loaded machine distorts less sit beside them
 (``diagnostic_ratios``): the sum of the eager pieces timed alone and the sum of ONNX Runtime's per-node median
 kernel times (on 2 busy cores a 10 ms forward is almost always preempted somewhere, a 0.1 ms piece rarely);
