@@ -44,8 +44,8 @@ input (best of the repeats); ONNX Runtime's profiler per graph (nodes per call, 
 the per-node medians); the eager fp32 speed-up against mean k (``k_sweep``: the router threshold tau varied
 from k = k_min to k_max); the eager fp32 and int8 speed-ups with 1, 2, 4 sequences per forward
 (``batch_sweep``: copies of the input, so each path runs 1, 2, 4 times its rows); the int8 size of the
-~25M-parameter ``paper_scale_model_config()``. Ratios come only from this run's numbers: the ratio of best times (the headline and the targets' measure: least disturbed by
-load, ``shared.bench``) and of medians. Two diagnostics that a loaded machine distorts less sit beside them
+~25M-parameter ``paper_scale_model_config()``. Ratios come only from this run's numbers: the ratio of best
+times (the headline and the targets' measure: least disturbed by load, ``shared.bench``) and of medians. Two diagnostics that a loaded machine distorts less sit beside them
 (``diagnostic_ratios``): the sum of the eager pieces timed alone and the sum of ONNX Runtime's per-node median
 kernel times (on 2 busy cores a 10 ms forward is almost always preempted somewhere, a 0.1 ms piece rarely);
 each leaves out some per-call glue (more of it in SCAR) and the second adds the profiler's own per-node cost.
