@@ -45,10 +45,11 @@ the per-node medians); the eager fp32 speed-up against mean k (``k_sweep``: the 
 from k = k_min to k_max); the eager fp32 and int8 speed-ups with 1, 2, 4 sequences per forward
 (``batch_sweep``: copies of the input, so each path runs 1, 2, 4 times its rows); the int8 size of the
 ~25M-parameter ``paper_scale_model_config()``. Ratios come only from this run's numbers: the ratio of best
-times (the headline and the targets' measure: least disturbed by load, ``shared.bench``) and of medians. Two diagnostics that a loaded machine distorts less sit beside them
-(``diagnostic_ratios``): the sum of the eager pieces timed alone and the sum of ONNX Runtime's per-node median
-kernel times (on 2 busy cores a 10 ms forward is almost always preempted somewhere, a 0.1 ms piece rarely);
-each leaves out some per-call glue (more of it in SCAR) and the second adds the profiler's own per-node cost.
+times (the headline and the targets' measure: least disturbed by load, ``shared.bench``) and of medians. Two
+diagnostics that a loaded machine distorts less sit beside them (``diagnostic_ratios``): the sum of the
+eager pieces timed alone and the sum of ONNX Runtime's per-node median kernel times (on 2 busy cores a 10 ms
+forward is almost always preempted somewhere, a 0.1 ms piece rarely); each leaves out some per-call glue
+(more of it in SCAR) and the second adds the profiler's own per-node cost.
 
 ``--quick`` (about a minute idle) trains 80 steps instead of 300, times 30 calls instead of 200, and skips
 the peak-memory processes and the KV-cache step graphs (no ONNX Runtime decoding); it writes under runs/.
@@ -1080,7 +1081,9 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
     for name, t in result["targets"].items():
         flag = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
         numbers = {
-            k: (round(v, 3) if isinstance(v, float) else v) for k, v in t.items() if k not in ("met", "note")
+            k: (round(v, 3) if isinstance(v, float) else v)
+            for k, v in t.items()
+            if k not in ("met", "note", "best_ratio_by_batch")  # printed per batch below
         }
         print(f"[{flag}] {name}: {numbers}")
     for row in result.get("batch_sweep_eager") or []:

@@ -87,7 +87,7 @@ LABELS = {key: label for key, label, _ in MODELS}
 PLOT_LABELS = LABELS | {"wo_task_tokens": "w/o task tokens", "wo_pgu": "w/o PGU",
                         "wo_cross_attention": "w/o cross-attn.", "hstu": "HSTU-style"}  # fmt: skip
 ABLATIONS = ["wo_task_tokens", "wo_pgu", "wo_cross_attention"]
-# the longest runs first, so two workers finish together (measured CPU time per epoch, one thread)
+# the longest runs first, so two workers finish together (by TRAIN_EPOCH_S and VAL_EPOCH_S below)
 ORDER = ["hstu", "infnet", "din", "wo_task_tokens", "wo_pgu", "wo_cross_attention", "ple", "dcnv2", "mmoe",
          "sharedbottom"]  # fmt: skip
 # Wall seconds per epoch of training on all 159,998 train rows (batch 1024) and of scoring the validation
