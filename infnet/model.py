@@ -50,7 +50,7 @@ Deviations (each is a ``ModelConfig`` option; defaults in brackets; see infnet/R
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -141,26 +141,67 @@ class CrossAttention(nn.Module):
         return A, a, Ov, self.w_o(self.w_v.bias)
 
 
+class KeyMask(NamedTuple):
+    """A (B, n_k) key mask in the form the attention reads, built once per forward by ``key_mask``.
+
+    ``bias`` (B, 1, n_k) is added to the scores: 0 for a real key, -inf for padding, and 0 for every key of a
+    sample without any (its softmax stays finite and ``has_key`` (B, 1, 1), 0 for such a sample and 1
+    otherwise, zeroes it). ``mask`` is the boolean mask itself (True = real key)."""
+
+    mask: torch.Tensor
+    bias: torch.Tensor
+    has_key: torch.Tensor
+
+
+@torch.library.custom_op("infnet::key_bias", mutates_args=())
+def _key_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, n_k) mask -> (B, n_k) additive bias: 0 for a real key, -inf for padding, 0 for every key of a row
+    without any."""
+    has_key = mask.any(dim=1, keepdim=True)  # (B, 1)
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return bias.masked_fill_(~(mask | ~has_key), float("-inf"))
+
+
+@_key_bias.register_fake
+def _(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return mask.new_empty(mask.shape, dtype=dtype)
+
+
+def key_mask(mask: torch.Tensor, dtype: torch.dtype) -> KeyMask:
+    """The ``KeyMask`` of a (B, n_k) boolean mask, for scores of ``dtype``.
+
+    An additive float bias rather than the boolean mask in the softmax: torch.compile's CPU code converts a
+    boolean mask at every (query, key) element, which made the masked softmax of a (1024, 9, 156) score
+    tensor 4x slower (4.4 ms) than the same softmax adding this (B, 1, n_k) row (1.1 ms). The bias is a
+    custom op so that torch.compile writes it once to memory instead of inlining its boolean arithmetic
+    into every softmax that reads it."""
+    has_key = mask.any(dim=1, keepdim=True)  # (B, 1)
+    return KeyMask(mask, _key_bias(mask, dtype).unsqueeze(1), has_key.unsqueeze(-1).to(dtype))
+
+
 class MaskedAttention(torch.autograd.Function):
-    """ctx = softmax(Q K^T, masked) K for (B, R, d) queries over (B, n_k, d) keys with a (B, n_k) key mask;
-    a sample without any key gets ctx = 0. The backward is written out so that the gradient of the keys is one
-    contiguous (B, n_k, d) tensor from two accumulated matmuls (autograd's makes a transposed one per matmul
-    and adds them: the largest cost of INFNet's step on CPU). ``attend`` below is the plain version."""
+    """ctx = softmax(Q K^T + bias) K for (B, R, d) queries over (B, n_k, d) keys with a key bias (B, 1, n_k)
+    and has-key factor (B, 1, 1) (``KeyMask``); a sample without any key gets ctx = 0. The backward is written
+    out so that the gradient of the keys is one contiguous (B, n_k, d) tensor from two accumulated matmuls
+    (autograd's makes a transposed one per matmul and adds them: the largest cost of INFNet's step on CPU).
+    ``attend`` below is the plain version."""
 
     @staticmethod
-    def forward(ctx, Q: torch.Tensor, K: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        attn = _attention_weights(torch.bmm(Q, K.transpose(1, 2)), mask)  # (B, R, n_k)
+    def forward(
+        ctx, Q: torch.Tensor, K: torch.Tensor, bias: torch.Tensor | None, has_key: torch.Tensor | None
+    ) -> torch.Tensor:
+        attn = _attention_weights(torch.bmm(Q, K.transpose(1, 2)), bias, has_key)  # (B, R, n_k)
         ctx.save_for_backward(Q, K, attn)
         return torch.bmm(attn, K)  # (B, R, d)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         Q, K, attn = ctx.saved_tensors
         grad = grad.contiguous()
         d_attn = torch.bmm(grad, K.transpose(1, 2))  # (B, R, n_k)
         d_scores = attn * (d_attn - (d_attn * attn).sum(-1, keepdim=True))  # softmax backward; 0 where masked
         d_K = torch.bmm(attn.transpose(1, 2), grad).baddbmm_(d_scores.transpose(1, 2), Q)  # (B, n_k, d)
-        return torch.bmm(d_scores, K), d_K, None
+        return torch.bmm(d_scores, K), d_K, None, None
 
 
 def _softmax(scores: torch.Tensor) -> torch.Tensor:
@@ -172,33 +213,35 @@ def _softmax(scores: torch.Tensor) -> torch.Tensor:
     return e / e.sum(dim=-1, keepdim=True)
 
 
-def _attention_weights(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Softmax over the real keys; rows of samples without keys attend to everything (finite, no NaN), then
-    are zeroed."""
-    if mask is None:
+def _attention_weights(
+    scores: torch.Tensor, bias: torch.Tensor | None, has_key: torch.Tensor | None
+) -> torch.Tensor:
+    """Softmax over the real keys (``KeyMask``): rows of samples without keys attend to everything (finite,
+    no NaN), then are zeroed."""
+    if bias is None:
         return _softmax(scores)
-    has_key = mask.any(dim=1, keepdim=True)  # (B, 1)
-    scores = scores.masked_fill(~(mask | ~has_key).unsqueeze(1), float("-inf"))
-    return _softmax(scores) * has_key.unsqueeze(-1).to(scores.dtype)
+    return _softmax(scores + bias) * has_key
 
 
 def attend(
-    Q: torch.Tensor, K: torch.Tensor, mask: torch.Tensor | None, dropout: float, training: bool
+    Q: torch.Tensor, K: torch.Tensor, mask: KeyMask | None, dropout: float, training: bool
 ) -> torch.Tensor:
     """softmax(Q K^T) K with a key mask (B, R, d); attention dropout when training."""
+    bias, has_key = (mask.bias, mask.has_key) if mask is not None else (None, None)
     if training and dropout > 0:
-        return torch.bmm(F.dropout(_attention_weights(torch.bmm(Q, K.transpose(1, 2)), mask), dropout), K)
-    return MaskedAttention.apply(Q, K, mask)
+        weights = _attention_weights(torch.bmm(Q, K.transpose(1, 2)), bias, has_key)
+        return torch.bmm(F.dropout(weights, dropout), K)
+    return MaskedAttention.apply(Q, K, bias, has_key)
 
 
 def cross_attention_sums(
     cas: dict[str, CrossAttention],
     queries: dict[str, torch.Tensor],
-    keys: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
+    keys: dict[str, tuple[torch.Tensor, torch.Tensor | KeyMask | None]],
 ) -> dict[str, torch.Tensor]:
     """Every CA of a block, named "x_k" (query type x, key type k): {x: sum of the outputs of the CAs with
     query x}, e.g. C~' - C~ = CA(C~, S) + CA(C~, T). ``queries[x]`` is (B, n_x, d), ``keys[k]`` = (tokens
-    (B, n_k, d), mask (B, n_k) or None).
+    (B, n_k, d), mask (B, n_k) or its ``KeyMask`` or None).
 
     The keys are never projected. Per head, Q_h K_h^T = (Q_h W_K,h) kv^T (W_K has no bias, see
     ``CrossAttention``), and A (kv W_V,h^T + b_V,h) = (A kv) W_V,h^T + b_V,h since the rows of A sum to 1
@@ -224,13 +267,15 @@ def cross_attention_sums(
         pairs = [p for p in cas if p.split("_")[1] == k]
         if not pairs:
             continue
+        if isinstance(mask, torch.Tensor):
+            mask = key_mask(mask, kv.dtype)
         rows = torch.cat([qk[p].flatten(1, 2) for p in pairs], dim=1)  # (B, R, d), R = sum n_x h
         first = cas[pairs[0]]
         out = attend(rows, kv, mask, first.dropout, first.training)  # (B, R, d)
         sizes = [qk[p].shape[1] * qk[p].shape[2] for p in pairs]
         ctx.update((p, c.view(qk[p].shape)) for p, c in zip(pairs, out.split(sizes, dim=1)))
         if mask is not None:
-            has_key[k] = mask.any(dim=1).view(-1, 1, 1).to(kv.dtype)  # (B, 1, 1)
+            has_key[k] = mask.has_key  # (B, 1, 1)
     sums = {}
     for x, pairs in by_query.items():
         # one Linear over every head of every CA with query x: the O_h side by side, (d, H_x d)
@@ -309,11 +354,12 @@ class InfnetBlock(nn.Module):
         self,
         C: torch.Tensor,  # (B, M, d) categorical tokens
         S: torch.Tensor,  # (B, L, d) sequence tokens
-        s_mask: torch.Tensor,  # (B, L) True = real item
+        s_mask: KeyMask,  # of the (B, L) mask, True = real item
         T: torch.Tensor | None,  # (B, N_task, d) task tokens, None without task tokens
         Cp: torch.Tensor | None,  # (B, m, d) categorical proxies C~
         Sp: torch.Tensor | None,  # (B, F or k, d) sequence proxies S~
         Tp: torch.Tensor | None,  # (B, N_s, d) shared task tokens T~
+        S_keys: torch.Tensor | None = None,  # (B, L, d) LN(S) when the caller has it
     ) -> tuple[torch.Tensor | None, ...]:
         """Returns the layer-(l+1) (C, S, T, C~, S~, T~); a part this block does not build is None."""
         plan, res, n = self.plan, self.cfg.residual, self._norm
@@ -325,7 +371,7 @@ class InfnetBlock(nn.Module):
         if plan.update_shared:
             query["tp"] = n("Tp", Tp)
         keys = {
-            "s": (n("S", S), s_mask),
+            "s": (S_keys if S_keys is not None else n("S", S), s_mask),
             "c": (n("C", C), None),
             "t": (query["t"], None),
         }
@@ -335,7 +381,8 @@ class InfnetBlock(nn.Module):
             upd = {}
             for p in self.pairs:
                 x, k = p.split("_")
-                mean = masked_mean(*keys[k], query[x].shape[1])
+                kv, mask = keys[k]
+                mean = masked_mean(kv, mask.mask if mask is not None else None, query[x].shape[1])
                 upd[x] = upd[x] + mean if x in upd else mean
         Cp1 = Sp1 = Tp1 = T1 = None
         if plan.update_cat_seq_proxies:
@@ -412,6 +459,22 @@ class INFNet(nn.Module):
         d_tower = d if cfg.use_task_tokens else cfg.n_shared_task_tokens * d
         self.towers = TaskTowers(n_tasks, d_tower, cfg.tower_dims, cfg.dropout, cfg.mlp_norm)
 
+    def _first_sequence_keys(self, seq: list[torch.Tensor]) -> torch.Tensor | None:
+        """The first block's pre-normed sequence keys LN(S) (B, L, d), from the normed embedding tables.
+
+        LayerNorm acts on each row, and the first block's S is rows of the tables (padding aside), so
+        LN(E[ids]) = LN(E)[ids]: normalising the V rows of each table instead of the B x L tokens gives the
+        same keys without LayerNorm's forward and backward over every token (its backward becomes the
+        tables' embedding backward). Padded positions get LN of the padding row instead of LN(0); the
+        attention gives them weight exactly 0, so nothing changes (``test_padding_positions_...``).
+        None when the first block norms no S (norm "none", or no CA over S)."""
+        first = self.blocks[0]
+        if self.cfg.norm != "layernorm" or "S" not in first.norms:
+            return None
+        norm = first.norms["S"]
+        tables = self.embedding.seq_tables
+        return torch.cat([F.embedding(ids, norm(table.weight)) for table, ids in zip(tables, seq)], dim=1)
+
     def forward(self, batch: dict) -> torch.Tensor:
         C, S_list, masks = self.embedding(batch["cat"], batch["seq"])
         B = C.shape[0]
@@ -419,13 +482,16 @@ class INFNet(nn.Module):
         if self.use_cat_seq_proxies:
             Cp = self.cat_proxies(C)  # (B, m, d)
             Sp = self.seq_proxies(S_list, masks)  # (B, F or k, d)
-        S, s_mask = torch.cat(S_list, dim=1), torch.cat(masks, dim=1)  # (B, L, d), (B, L)
+        S = torch.cat(S_list, dim=1)  # (B, L, d)
+        s_mask = key_mask(torch.cat(masks, dim=1), S.dtype)  # of the (B, L) mask, once for every block
         if self.use_shared:
             Tp = self.shared_task_tokens.expand(B, -1, -1)  # (B, N_s, d)
         if self.cfg.use_task_tokens:
             T = self.task_tokens.expand(B, -1, -1)  # (B, N_task, d)
+        S_keys = self._first_sequence_keys(batch["seq"])
         for block in self.blocks:
-            C, S, T, Cp, Sp, Tp = block(C, S, s_mask, T, Cp, Sp, Tp)
+            C, S, T, Cp, Sp, Tp = block(C, S, s_mask, T, Cp, Sp, Tp, S_keys)
+            S_keys = None  # later blocks norm their gated S themselves
         if T is not None:
             out = self.final_norm(T)  # (B, N_task, d): tower i reads task token i
         else:

@@ -18,6 +18,7 @@ from infnet.model import (
     SequenceProxies,
     block_plans,
     cross_attention_sums,
+    key_mask,
     masked_mean,
     multitask_loss,
 )
@@ -145,10 +146,36 @@ def test_masked_attention_backward_passes_gradcheck():
     K = torch.randn(3, 40, 5, dtype=torch.float64, generator=g, requires_grad=True)
     mask = torch.rand(3, 40, generator=g) > 0.5
     mask[1] = False
-    assert torch.autograd.gradcheck(lambda q, k: MaskedAttention.apply(q, k, mask), (Q, K))
-    assert torch.autograd.gradcheck(lambda q, k: MaskedAttention.apply(q, k, None), (Q, K[:, :6]))
-    out = MaskedAttention.apply(Q, K, mask)
+    km = key_mask(mask, torch.float64)
+    assert torch.autograd.gradcheck(lambda q, k: MaskedAttention.apply(q, k, km.bias, km.has_key), (Q, K))
+    assert torch.autograd.gradcheck(lambda q, k: MaskedAttention.apply(q, k, None, None), (Q, K[:, :6]))
+    out = MaskedAttention.apply(Q, K, km.bias, km.has_key)
     assert torch.equal(out[1], torch.zeros_like(out[1]))
+
+
+def test_key_mask_bias_and_has_key():
+    """0 for a real key, -inf for padding, 0 everywhere for a row without keys (with has_key 0), in the
+    scores' dtype; the same under torch.compile's fake tensors (shape and dtype of the custom op)."""
+    mask = torch.tensor([[True, False, True], [False, False, False], [False, True, False]])
+    km = key_mask(mask, torch.float64)
+    inf = float("inf")
+    want = torch.tensor([[[0.0, -inf, 0.0]], [[0.0, 0.0, 0.0]], [[-inf, 0.0, -inf]]], dtype=torch.float64)
+    assert torch.equal(km.bias, want) and km.bias.dtype == torch.float64
+    assert torch.equal(km.has_key, torch.tensor([[[1.0]], [[0.0]], [[1.0]]], dtype=torch.float64))
+    assert km.mask is mask
+    torch.library.opcheck(torch.ops.infnet.key_bias, (mask, torch.float32))
+
+
+def test_first_block_keys_from_normed_tables_equal_normed_tokens():
+    """LN(E)[ids] (the first block's sequence keys) = LN(E[ids]) at every real position."""
+    model = make()
+    batch = random_batch(tiny_spec(), 8)
+    keys = model._first_sequence_keys(batch["seq"])
+    _, S_list, masks = model.embedding(batch["cat"], batch["seq"])
+    want = model.blocks[0].norms["S"](torch.cat(S_list, dim=1))
+    real = torch.cat(masks, dim=1)
+    torch.testing.assert_close(keys[real], want[real])
+    assert make(norm="none")._first_sequence_keys(batch["seq"]) is None
 
 
 def test_cross_attention_sums_equal_separate_attentions():
