@@ -107,7 +107,7 @@ class TrainConfig:
         nan_at_step: inject a NaN loss at this step, to test the guard (-1: never)
         runs_root: folder holding runs/infnet/<experiment>/<timestamp>/
         deterministic: use torch's deterministic algorithms (slower; for bit-identical CUDA runs)
-        compile: compile the training forward and backward with torch.compile (INFNet's step 1.4x faster on CPU
+        compile: compile the training forward and backward with torch.compile (INFNet's step 1.55x faster on CPU
             in make bench-infnet, after about a minute of compilation per run and again for the smaller last
             batch; evaluation stays eager)
     """
