@@ -154,16 +154,15 @@ class KeyMask(NamedTuple):
 
 
 @torch.library.custom_op("infnet::key_bias", mutates_args=())
-def _key_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, n_k) mask -> (B, n_k) additive bias: 0 for a real key, -inf for padding, 0 for every key of a row
-    without any."""
-    has_key = mask.any(dim=1, keepdim=True)  # (B, 1)
+def _key_bias(mask: torch.Tensor, has_key: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, n_k) mask and its (B, 1) row-has-a-key -> (B, n_k) additive bias: 0 for a real key, -inf for
+    padding, 0 for every key of a row without any."""
     bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     return bias.masked_fill_(~(mask | ~has_key), float("-inf"))
 
 
 @_key_bias.register_fake
-def _(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _(mask: torch.Tensor, has_key: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.new_empty(mask.shape, dtype=dtype)
 
 
@@ -176,7 +175,7 @@ def key_mask(mask: torch.Tensor, dtype: torch.dtype) -> KeyMask:
     custom op so that torch.compile writes it once to memory instead of inlining its boolean arithmetic
     into every softmax that reads it."""
     has_key = mask.any(dim=1, keepdim=True)  # (B, 1)
-    return KeyMask(mask, _key_bias(mask, dtype).unsqueeze(1), has_key.unsqueeze(-1).to(dtype))
+    return KeyMask(mask, _key_bias(mask, has_key, dtype).unsqueeze(1), has_key.unsqueeze(-1).to(dtype))
 
 
 class MaskedAttention(torch.autograd.Function):

@@ -163,7 +163,7 @@ def test_key_mask_bias_and_has_key():
     assert torch.equal(km.bias, want) and km.bias.dtype == torch.float64
     assert torch.equal(km.has_key, torch.tensor([[[1.0]], [[0.0]], [[1.0]]], dtype=torch.float64))
     assert km.mask is mask
-    torch.library.opcheck(torch.ops.infnet.key_bias, (mask, torch.float32))
+    torch.library.opcheck(torch.ops.infnet.key_bias, (mask, mask.any(dim=1, keepdim=True), torch.float32))
 
 
 def test_first_block_keys_from_normed_tables_equal_normed_tokens():
